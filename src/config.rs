@@ -1,0 +1,524 @@
+//! The one typed `Config`, read once at start from the environment (and
+//! `.env`). Nothing else in the crate reads the environment.
+//!
+//! Every problem is collected before giving up, so one failed deploy shows
+//! every bad variable at once, each with the value seen and what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::platform::{InstanceFacts, Platform};
+
+/// The port used when `PORT` is unset: the 12-factor article's, and Flask's.
+pub const DEFAULT_PORT: u16 = 5000;
+/// actix-web's own ceiling on workers.
+pub const MAX_WORKERS: usize = 512;
+/// Longer than every router's idle timeout (Heroku 90 s, Railway 60 s, nginx
+/// 60 s), so the router, not us, closes idle connections: a server that closes
+/// first races the router's next request on that connection, and the user
+/// sees a sporadic 502.
+pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 95;
+/// Upper bound on every duration variable: an hour is already absurd here.
+const MAX_SECONDS: u64 = 3600;
+
+/// The environment as the process sees it: `.env` first, then the real
+/// environment on top, so a variable the platform sets always wins.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+    /// Names whose value is not valid UTF-8 (reported only if we read them).
+    not_unicode: Vec<String>,
+}
+
+impl Env {
+    /// Reads `.env` from the working directory, if there is one, then the
+    /// process environment. A missing `.env` is normal; a malformed one is an
+    /// error that names the line.
+    pub fn load() -> Result<Env, ConfigError> {
+        let mut env = Env::default();
+        env.merge_dotenv(Path::new(".env"))?;
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().map(str::to_owned) else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    env.vars.insert(name, value);
+                }
+                Err(_) => env.not_unicode.push(name),
+            }
+        }
+        Ok(env)
+    }
+
+    /// An environment made of exactly these pairs (for tests and tools).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Env {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            not_unicode: Vec::new(),
+        }
+    }
+
+    fn merge_dotenv(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ConfigError::single(
+                    ".env",
+                    path.display().to_string(),
+                    format!("a readable file ({e})"),
+                ));
+            }
+        };
+        for item in dotenvy::from_read_iter(text.as_bytes()) {
+            match item {
+                Ok((name, value)) => {
+                    self.vars.insert(name, value);
+                }
+                Err(dotenvy::Error::LineParse(line, _)) => {
+                    let number = text
+                        .lines()
+                        .position(|l| l.contains(line.trim()))
+                        .map_or(0, |i| i + 1);
+                    return Err(ConfigError::single(
+                        ".env",
+                        format!("line {number}: {}", line.trim()),
+                        "lines of the form NAME=value (or comments starting with #)",
+                    ));
+                }
+                Err(e) => {
+                    return Err(ConfigError::single(
+                        ".env",
+                        path.display().to_string(),
+                        format!("a valid dotenv file ({e})"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// Every variable name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vars.keys().map(String::as_str)
+    }
+}
+
+/// One bad variable: its name, the value seen and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub variable: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?}: expected {}",
+            self.variable, self.value, self.expected
+        )
+    }
+}
+
+/// Every problem found in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    fn single(variable: &str, value: impl Into<String>, expected: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![Problem {
+                variable: variable.to_owned(),
+                value: value.into(),
+                expected: expected.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "invalid configuration ({n} problem{}), nothing was started:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Everything the service needs to know, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The address to bind. `::` is dual-stack on Linux.
+    pub host: IpAddr,
+    /// True when `HOST` was not set: only then may we fall back to `0.0.0.0`
+    /// on a machine without IPv6.
+    pub host_is_default: bool,
+    /// `0` lets the OS pick; the bound port is logged.
+    pub port: u16,
+    /// Worker threads (`WEB_CONCURRENCY`).
+    pub workers: usize,
+    /// Time in-flight requests get to finish after the stop signal.
+    pub shutdown_timeout: Duration,
+    /// Time we keep serving, with `/readyz` at 503, before closing the listener.
+    pub shutdown_delay: Duration,
+    /// Idle keep-alive; `Duration::ZERO` disables keep-alive.
+    pub keep_alive: Duration,
+    /// The `RUST_LOG` filter.
+    pub log_filter: String,
+    /// The platform we detected.
+    pub platform: Platform,
+    /// What the platform told us about this instance.
+    pub instance: InstanceFacts,
+    /// Test-only routes (a slow endpoint for the drain tests). Never set it in
+    /// production.
+    pub test_routes: bool,
+}
+
+impl Config {
+    /// Reads `.env` and the environment and validates them.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(&Env::load()?)
+    }
+
+    /// Validates an environment, reporting every problem at once.
+    pub fn from_vars(env: &Env) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            env,
+            problems: Vec::new(),
+        };
+        for name in &env.not_unicode {
+            r.problem(name, "<not UTF-8>", "a UTF-8 value");
+        }
+
+        let names: Vec<String> = env.names().map(str::to_owned).collect();
+        let platform = Platform::detect(|n| env.get(n).map(str::to_owned), &names);
+        let railway_draining = r.parse_opt("RAILWAY_DEPLOYMENT_DRAINING_SECONDS", |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|s| *s <= MAX_SECONDS)
+                .ok_or_else(|| format!("whole seconds from 0 to {MAX_SECONDS}"))
+        });
+        let defaults = platform.defaults(railway_draining);
+
+        let host = r.parse_opt("HOST", parse_host);
+        let port = r
+            .parse_opt("PORT", |v| {
+                v.parse::<u16>().map_err(|_| {
+                    "a whole number from 0 to 65535 (0 lets the OS pick a free port)".into()
+                })
+            })
+            .unwrap_or(DEFAULT_PORT);
+        let workers = r
+            .parse_opt("WEB_CONCURRENCY", |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_WORKERS).contains(n))
+                    .ok_or_else(|| format!("a whole number of workers from 1 to {MAX_WORKERS}"))
+            })
+            .unwrap_or_else(default_workers);
+        let shutdown_timeout = r
+            .seconds("SHUTDOWN_TIMEOUT")
+            .unwrap_or(Duration::from_secs(defaults.shutdown_timeout_secs));
+        let shutdown_delay = r
+            .seconds("SHUTDOWN_DELAY")
+            .unwrap_or(Duration::from_secs(defaults.shutdown_delay_secs));
+        let keep_alive = r
+            .seconds("KEEP_ALIVE")
+            .unwrap_or(Duration::from_secs(DEFAULT_KEEP_ALIVE_SECS));
+        let log_filter = env
+            .get("RUST_LOG")
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or("info")
+            .to_owned();
+        let test_routes = r.boolean("PORTBOUND_TEST_ROUTES").unwrap_or(false);
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Config {
+            host_is_default: host.is_none(),
+            host: host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            port,
+            workers,
+            shutdown_timeout,
+            shutdown_delay,
+            keep_alive,
+            log_filter,
+            platform,
+            instance: InstanceFacts::detect(platform, |n| env.get(n).map(str::to_owned)),
+            test_routes,
+        })
+    }
+
+    /// A configuration for tests and embedding: loopback, an OS-picked port,
+    /// one worker, short drains, no platform.
+    pub fn for_tests() -> Config {
+        Config::from_vars(&Env::from_pairs([
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WEB_CONCURRENCY", "1"),
+            ("SHUTDOWN_TIMEOUT", "5"),
+        ]))
+        .expect("the test configuration is valid")
+    }
+}
+
+/// One worker per core the process may use: `available_parallelism` reads the
+/// cgroup CPU quota, so a container limited to 2 CPUs gets 2, not the host's.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_WORKERS)
+}
+
+fn parse_host(v: &str) -> Result<IpAddr, String> {
+    let trimmed = v.trim_start_matches('[').trim_end_matches(']');
+    if trimmed.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    trimmed.parse::<IpAddr>().map_err(|_| {
+        "an IP address: :: (every interface, IPv4 and IPv6), 0.0.0.0 (every IPv4 \
+         interface) or 127.0.0.1 (this machine only)"
+            .into()
+    })
+}
+
+/// Collects problems while reading variables.
+struct Reader<'a> {
+    env: &'a Env,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, variable: &str, value: &str, expected: &str) {
+        self.problems.push(Problem {
+            variable: variable.to_owned(),
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        });
+    }
+
+    /// Parses `name` if it is set and not empty; records a problem if the
+    /// parser rejects it.
+    fn parse_opt<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.env.get(name)?;
+        let value = raw.trim();
+        if value.is_empty() {
+            return None;
+        }
+        match parse(value) {
+            Ok(v) => Some(v),
+            Err(expected) => {
+                self.problem(name, raw, &expected);
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, name: &str) -> Option<Duration> {
+        self.parse_opt(name, |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|s| *s <= MAX_SECONDS)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("whole seconds from 0 to {MAX_SECONDS}"))
+        })
+    }
+
+    fn boolean(&mut self, name: &str) -> Option<bool> {
+        self.parse_opt(name, |v| match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err("true or false (also 1/0, yes/no, on/off)".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(&Env::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_the_issue_and_the_platform_table() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.host, "::".parse::<IpAddr>().unwrap());
+        assert!(c.host_is_default);
+        assert_eq!(c.keep_alive, Duration::from_secs(95));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        assert_eq!(c.log_filter, "info");
+        assert_eq!(c.platform, Platform::Local);
+        assert!(c.workers >= 1);
+        assert!(!c.test_routes);
+
+        let run = config(&[("K_SERVICE", "pb")]).unwrap();
+        assert_eq!(run.shutdown_timeout, Duration::from_secs(8));
+        let k8s = config(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]).unwrap();
+        assert_eq!(k8s.shutdown_delay, Duration::from_secs(5));
+        let railway = config(&[
+            ("RAILWAY_SERVICE_NAME", "pb"),
+            ("RAILWAY_DEPLOYMENT_DRAINING_SECONDS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(railway.shutdown_timeout, Duration::from_secs(55));
+    }
+
+    #[test]
+    fn explicit_values_win() {
+        let c = config(&[
+            ("PORT", "0"),
+            ("HOST", "127.0.0.1"),
+            ("WEB_CONCURRENCY", "3"),
+            ("SHUTDOWN_TIMEOUT", "2"),
+            ("SHUTDOWN_DELAY", "1"),
+            ("KEEP_ALIVE", "0"),
+            ("DYNO", "web.1"),
+            ("RUST_LOG", "debug"),
+        ])
+        .unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+        assert!(!c.host_is_default);
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(2));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(1));
+        assert_eq!(c.keep_alive, Duration::ZERO);
+        assert_eq!(c.platform, Platform::Heroku);
+        assert_eq!(c.instance.instance.as_deref(), Some("web.1"));
+        assert_eq!(c.log_filter, "debug");
+    }
+
+    #[test]
+    fn host_accepts_brackets_and_localhost() {
+        assert_eq!(
+            config(&[("HOST", "[::1]")]).unwrap().host,
+            "::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            config(&[("HOST", "localhost")]).unwrap().host,
+            IpAddr::from([127, 0, 0, 1])
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = config(&[
+            ("PORT", "abc"),
+            ("WEB_CONCURRENCY", "0"),
+            ("HOST", "nonsense"),
+            ("SHUTDOWN_TIMEOUT", "-1"),
+            ("KEEP_ALIVE", "forever"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "HOST",
+                "PORT",
+                "WEB_CONCURRENCY",
+                "SHUTDOWN_TIMEOUT",
+                "KEEP_ALIVE"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("5 problems"), "{text}");
+        assert!(
+            text.contains(r#"PORT="abc": expected a whole number from 0 to 65535"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"WEB_CONCURRENCY="0": expected"#), "{text}");
+        assert!(
+            text.contains(r#"HOST="nonsense": expected an IP address"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        for (name, value) in [
+            ("PORT", "70000"),
+            ("PORT", "-1"),
+            ("WEB_CONCURRENCY", "513"),
+            ("SHUTDOWN_DELAY", "3601"),
+            ("PORTBOUND_TEST_ROUTES", "maybe"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{name}={value}");
+            assert_eq!(err.problems[0].variable, name);
+            assert_eq!(err.problems[0].value, value);
+        }
+    }
+
+    #[test]
+    fn empty_values_mean_unset() {
+        let c = config(&[("PORT", ""), ("WEB_CONCURRENCY", " ")]).unwrap();
+        assert_eq!(c.port, DEFAULT_PORT);
+    }
+
+    #[test]
+    fn dotenv_is_read_and_the_environment_wins() {
+        let dir = std::env::temp_dir().join(format!("portbound-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(&path, "# comment\nPORT=6000\nHOST=127.0.0.1\n").unwrap();
+        let mut env = Env::from_pairs([("PORT", "7000")]);
+        let mut from_file = Env::default();
+        from_file.merge_dotenv(&path).unwrap();
+        // what Env::load does: the file first, the process environment on top
+        for (k, v) in env.vars.clone() {
+            from_file.vars.insert(k, v);
+        }
+        env = from_file;
+        let c = Config::from_vars(&env).unwrap();
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+
+        std::fs::write(&path, "PORT=6000\nthis is not a variable\n").unwrap();
+        let err = Env::default().merge_dotenv(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(".env=\"line 2: this is not a variable\""),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,93 @@
+//! `POST /api/v1/echo`: a small validated JSON endpoint that shows how input
+//! validation and errors work.
+
+use std::borrow::Cow;
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, FieldError, ProblemDetails};
+use crate::telemetry::RequestId;
+
+/// The longest message accepted, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// What to echo.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "hello, port binding"}))]
+pub struct EchoRequest {
+    /// 1 to 1000 characters.
+    #[schema(min_length = 1, max_length = 1000)]
+    pub message: String,
+}
+
+/// The message, with what the service saw of the request.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "message": "hello, port binding",
+    "length": 19,
+    "request": {"method": "POST", "path": "/api/v1/echo", "request_id": "0b6c8a5e-4f0e-4a4b-9d37-6a3f0c2e8b11"}
+}))]
+pub struct EchoResponse {
+    pub message: String,
+    /// The message's length in characters.
+    pub length: usize,
+    pub request: RequestMeta,
+}
+
+/// What the service saw of the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestMeta {
+    pub method: String,
+    pub path: String,
+    /// The request id, also sent back as `X-Request-ID`.
+    pub request_id: Option<String>,
+}
+
+/// Echoes a message back.
+#[utoipa::path(
+    post,
+    path = "/api/v1/echo",
+    tag = "api",
+    request_body(content = EchoRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The message, echoed", body = EchoResponse),
+        (status = 400, description = "The body is not JSON", body = ProblemDetails,
+            content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit", body = ProblemDetails,
+            content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "The JSON does not match the schema or breaks a rule",
+            body = ProblemDetails, content_type = "application/problem+json")
+    )
+)]
+pub async fn echo(
+    req: HttpRequest,
+    body: web::Json<EchoRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let message = body.into_inner().message;
+    let length = message.chars().count();
+    if !(1..=MAX_MESSAGE_CHARS).contains(&length) {
+        let rule = "must be 1 to 1000 characters long";
+        return Err(ApiError::unprocessable(
+            format!("the request body is not valid: message {rule}"),
+            vec![FieldError {
+                pointer: Cow::Borrowed("/message"),
+                detail: Cow::Borrowed(rule),
+            }],
+        ));
+    }
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    Ok(HttpResponse::Ok().json(EchoResponse {
+        message,
+        length,
+        request: RequestMeta {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+            request_id,
+        },
+    }))
+}

@@ -1,0 +1,77 @@
+//! The probes: `/` (the 12-factor article's health answer), `/healthz`
+//! (liveness) and `/readyz` (readiness, 503 while draining).
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+/// The answer of `GET /`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "healthy", "service": "portbound", "version": "0.1.0"}))]
+pub struct Health {
+    /// Always `healthy` while the process serves.
+    pub status: &'static str,
+    /// The service's name.
+    pub service: &'static str,
+    /// The running version.
+    pub version: &'static str,
+}
+
+/// The answer of the probes.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct ProbeStatus {
+    /// `ok` (liveness), `ready` or `draining` (readiness).
+    pub status: &'static str,
+}
+
+/// The service is up.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "health",
+    responses((status = 200, description = "The service is up", body = Health))
+)]
+pub async fn root() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "healthy",
+        service: env!("CARGO_PKG_NAME"),
+        version: crate::VERSION,
+    })
+}
+
+/// Liveness: 200 while the process runs. Platforms restart the instance when
+/// this fails, so it checks nothing that a restart would not fix.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is alive", body = ProbeStatus))
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(ProbeStatus { status: "ok" })
+}
+
+/// Readiness: 200 while the instance should receive traffic; 503 from the
+/// moment a stop signal arrives, so load balancers stop routing to it before
+/// the listener closes.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic", body = ProbeStatus,
+            example = json!({"status": "ready"})),
+        (status = 503, description = "Draining: a stop signal arrived", body = ProbeStatus,
+            example = json!({"status": "draining"}))
+    )
+)]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.drain.is_draining() {
+        HttpResponse::ServiceUnavailable().json(ProbeStatus { status: "draining" })
+    } else {
+        HttpResponse::Ok().json(ProbeStatus { status: "ready" })
+    }
+}

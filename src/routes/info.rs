@@ -1,0 +1,58 @@
+//! `GET /api/v1/info`: what this instance is and where it runs.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::platform::{InstanceFacts, Platform};
+use crate::state::AppState;
+
+/// Runtime facts about this instance.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "service": "portbound",
+    "version": "0.1.0",
+    "platform": "fly",
+    "instance": {"service": "portbound", "region": "ams", "instance": "e2865013b64d86"},
+    "listeners": ["[::]:8080"],
+    "ports": [8080],
+    "workers": 2,
+    "uptime_seconds": 42
+}))]
+pub struct Info {
+    pub service: &'static str,
+    pub version: &'static str,
+    /// The platform detected from the variables it injects.
+    pub platform: Platform,
+    /// What the platform says about this instance (when it says it).
+    pub instance: InstanceFacts,
+    /// Every address the service listens on.
+    pub listeners: Vec<String>,
+    /// The bound ports (the real ones, also when `PORT=0`).
+    pub ports: Vec<u16>,
+    /// Worker threads serving requests.
+    pub workers: usize,
+    /// Seconds since the process started serving.
+    pub uptime_seconds: u64,
+}
+
+/// Runtime facts: version, platform, instance, ports, workers, uptime.
+#[utoipa::path(
+    get,
+    path = "/api/v1/info",
+    tag = "api",
+    responses((status = 200, description = "Facts about this instance", body = Info))
+)]
+pub async fn info(state: web::Data<AppState>) -> HttpResponse {
+    let facts = &state.facts;
+    HttpResponse::Ok().json(Info {
+        service: env!("CARGO_PKG_NAME"),
+        version: facts.version,
+        platform: facts.platform,
+        instance: facts.instance.clone(),
+        listeners: facts.listeners.iter().map(|a| a.to_string()).collect(),
+        ports: facts.listeners.iter().map(|a| a.port()).collect(),
+        workers: facts.workers,
+        uptime_seconds: facts.started.elapsed().as_secs(),
+    })
+}

@@ -1,0 +1,29 @@
+//! Routes that exist only for the test suite, mounted only when
+//! `PORTBOUND_TEST_ROUTES=true`: a slow endpoint that lets the drain tests
+//! hold a request in flight across a stop signal. Never enable it in
+//! production.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+/// The longest a test request may hold a worker.
+const MAX_DELAY_MS: u64 = 60_000;
+
+#[derive(Debug, Deserialize)]
+pub struct SlowQuery {
+    ms: u64,
+}
+
+/// Answers 200 after `ms` milliseconds.
+async fn slow(query: web::Query<SlowQuery>) -> HttpResponse {
+    let ms = query.ms.min(MAX_DELAY_MS);
+    actix_rt::time::sleep(Duration::from_millis(ms)).await;
+    HttpResponse::Ok().json(serde_json::json!({ "slept_ms": ms }))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    log::warn!("test routes are enabled (PORTBOUND_TEST_ROUTES); never do this in production");
+    cfg.route("/__test/slow", web::get().to(slow));
+}

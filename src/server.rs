@@ -1,0 +1,255 @@
+//! Assembles the `HttpServer`: the app, workers, keep-alive, and the drain
+//! that platforms expect on SIGTERM and SIGINT.
+//!
+//! actix's own signal handling is off: it treats SIGINT as a forced stop
+//! (Fly.io's default `kill_signal` is SIGINT) and knows nothing of readiness.
+//! `serve` takes the signals over and runs the sequence platforms expect.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::KeepAlive;
+use actix_web::{App, Error, HttpResponse, HttpServer, web};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::config::Config;
+use crate::error::{ApiError, json_error};
+use crate::state::AppState;
+use crate::telemetry::RequestContext;
+
+/// The largest JSON body the API reads. The echo endpoint needs at most a few
+/// kilobytes; a bound keeps a client from making a worker buffer megabytes.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// The application: routes, docs, error bodies, and the request middleware.
+/// `HttpServer` builds one per worker; tests build it directly too.
+pub fn app(
+    state: AppState,
+    test_routes: bool,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    let json = web::JsonConfig::default()
+        .limit(MAX_JSON_BYTES)
+        .error_handler(|err, _req| json_error(&err).into());
+    let query = web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request(format!("the query string is not valid: {err}")).into()
+    });
+    App::new()
+        .app_data(web::Data::new(state.clone()))
+        .app_data(json)
+        .app_data(query)
+        .wrap(RequestContext::new(state.drain.clone()))
+        .configure(|cfg| crate::routes::configure(cfg, test_routes))
+        .configure(crate::openapi::configure_docs)
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::not_found())
+        }))
+}
+
+/// A server that is bound and ready to run.
+pub struct Server {
+    pub server: actix_web::dev::Server,
+    pub state: AppState,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Server {
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+}
+
+/// Builds the `HttpServer` on listeners that are already bound. Nothing runs
+/// until the returned server is awaited (or spawned).
+pub fn build(config: &Config, listeners: Vec<TcpListener>) -> io::Result<Server> {
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()?;
+    let state = AppState::new(config, addrs.clone());
+    let test_routes = config.test_routes;
+    let factory_state = state.clone();
+    let keep_alive = if config.keep_alive.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(config.keep_alive)
+    };
+    let mut http = HttpServer::new(move || app(factory_state.clone(), test_routes))
+        .workers(config.workers)
+        .keep_alive(keep_alive)
+        // A backstop only: `serve` ends the drain itself at SHUTDOWN_TIMEOUT
+        // so it can count what it cuts; actix checks once a second.
+        .shutdown_timeout(config.shutdown_timeout.as_secs() + 1)
+        .disable_signals();
+    for listener in listeners {
+        http = http.listen(listener)?;
+    }
+    Ok(Server {
+        server: http.run(),
+        state,
+        addrs,
+    })
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Every in-flight request finished within the drain budget.
+    Drained,
+    /// The budget ran out; this many requests were cut.
+    TimedOut { cut: usize },
+    /// A second signal arrived during the drain: stopped at once.
+    Forced { signal: i32 },
+    /// The server stopped without a signal (it should not).
+    Stopped,
+}
+
+impl Shutdown {
+    /// The process exit code: 0 for an orderly stop, 128 + signal for a
+    /// forced one (the shell's convention).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Shutdown::Forced { signal } => 128 + signal,
+            _ => 0,
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, both meaning "drain and stop".
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn install() -> io::Result<Self> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next stop signal; returns its name and number.
+    async fn next(&mut self) -> (&'static str, i32) {
+        tokio::select! {
+            _ = self.term.recv() => ("SIGTERM", 15),
+            _ = self.int.recv() => ("SIGINT", 2),
+        }
+    }
+}
+
+/// Runs the server until a stop signal, then drains:
+///
+/// 1. the signal arrives: `/readyz` answers 503 and responses carry
+///    `Connection: close`, but the listener still accepts;
+/// 2. after `SHUTDOWN_DELAY` the listener closes and idle connections go;
+/// 3. in-flight requests get until `SHUTDOWN_TIMEOUT` to finish;
+/// 4. a second signal at any point stops at once.
+pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
+    let mut signals = StopSignals::install()?;
+    let handle = server.handle();
+    let drain = server.state.drain.clone();
+    let mut running = std::pin::pin!(server.server);
+
+    let (name, _) = tokio::select! {
+        res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+        sig = signals.next() => sig,
+    };
+    drain.begin();
+    let started = Instant::now();
+    log::info!(
+        "{name} received: draining (readiness 503 now; listener closes in {} s; in-flight \
+         requests get {} s; {} in flight; send the signal again to stop at once)",
+        config.shutdown_delay.as_secs(),
+        config.shutdown_timeout.as_secs(),
+        drain.in_flight()
+    );
+
+    if !config.shutdown_delay.is_zero() {
+        tokio::select! {
+            res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+            _ = actix_rt::time::sleep(config.shutdown_delay) => {}
+            (name, signal) = signals.next() => return Ok(forced(name, signal, &drain)),
+        }
+    }
+
+    log::info!(
+        "listener closed; waiting for {} in-flight request(s)",
+        drain.in_flight()
+    );
+    // Sends the command now; completion is observed through `running`.
+    drop(handle.stop(true));
+    tokio::select! {
+        res = &mut running => {
+            res?;
+            log::info!("drain complete: every request finished ({} ms)", started.elapsed().as_millis());
+            Ok(Shutdown::Drained)
+        }
+        _ = actix_rt::time::sleep(config.shutdown_timeout) => {
+            // actix notices finished workers only once a second.
+            let cut = drain.in_flight();
+            if cut == 0 {
+                log::info!("drain complete: every request finished ({} ms)", started.elapsed().as_millis());
+                Ok(Shutdown::Drained)
+            } else {
+                log::warn!(
+                    "drain timed out after {} s (SHUTDOWN_TIMEOUT): cutting {cut} in-flight request(s)",
+                    config.shutdown_timeout.as_secs()
+                );
+                Ok(Shutdown::TimedOut { cut })
+            }
+        }
+        (name, signal) = signals.next() => Ok(forced(name, signal, &drain)),
+    }
+    // Returning drops the server future, which stops every worker at once.
+}
+
+fn forced(name: &str, signal: i32, drain: &crate::state::DrainState) -> Shutdown {
+    log::warn!(
+        "second stop signal ({name}): stopping at once, cutting {} in-flight request(s)",
+        drain.in_flight()
+    );
+    Shutdown::Forced { signal }
+}
+
+/// The one startup line operators look for, and the links a developer clicks.
+pub fn log_startup(config: &Config, addrs: &[SocketAddr]) {
+    let listening: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    log::info!(
+        "portbound {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
+         after a {} s delay",
+        crate::VERSION,
+        listening.join(", "),
+        config.workers,
+        config.platform,
+        config.keep_alive.as_secs(),
+        config.shutdown_timeout.as_secs(),
+        config.shutdown_delay.as_secs(),
+    );
+    if let Some(addr) = addrs.first() {
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() || ip.is_loopback() => "localhost".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let base = format!("http://{host}:{}", addr.port());
+        log::info!(
+            "docs: {base}/docs/  health: {base}/healthz  spec: {base}/api-docs/openapi.json"
+        );
+    }
+}
+
+/// Budget check used by the manifests' tests: the whole stop sequence.
+pub fn stop_budget(config: &Config) -> Duration {
+    config.shutdown_delay + config.shutdown_timeout
+}

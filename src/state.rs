@@ -1,0 +1,114 @@
+//! State shared by every worker: the drain flag and in-flight count the
+//! shutdown sequence and readiness read, and the facts `/api/v1/info` shows.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::platform::{InstanceFacts, Platform};
+
+/// Whether the process is draining, and how many requests are in flight.
+/// Cloned freely: every clone shares the same counters.
+#[derive(Debug, Clone, Default)]
+pub struct DrainState(Arc<DrainInner>);
+
+#[derive(Debug, Default)]
+struct DrainInner {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl DrainState {
+    /// Marks the process as draining: `/readyz` answers 503 from now on and
+    /// responses ask clients to close their connection. Returns false if a
+    /// drain had already begun.
+    pub fn begin(&self) -> bool {
+        !self.0.draining.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn track(&self) -> InFlightGuard {
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self.clone())
+    }
+}
+
+/// Decrements the in-flight count when the request is done (or dropped).
+#[derive(Debug)]
+pub struct InFlightGuard(DrainState);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Facts about this process that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct ServiceFacts {
+    pub version: &'static str,
+    pub platform: Platform,
+    pub instance: InstanceFacts,
+    pub listeners: Vec<SocketAddr>,
+    pub workers: usize,
+    pub started: Instant,
+}
+
+/// Everything handlers share, behind one `web::Data`.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub drain: DrainState,
+    pub facts: Arc<ServiceFacts>,
+}
+
+impl AppState {
+    pub fn new(config: &Config, listeners: Vec<SocketAddr>) -> AppState {
+        AppState {
+            drain: DrainState::default(),
+            facts: Arc::new(ServiceFacts {
+                version: crate::VERSION,
+                platform: config.platform,
+                instance: config.instance.clone(),
+                listeners,
+                workers: config.workers,
+                started: Instant::now(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_requests_in_flight() {
+        let drain = DrainState::default();
+        let a = drain.track();
+        let b = drain.track();
+        assert_eq!(drain.in_flight(), 2);
+        drop(a);
+        assert_eq!(drain.in_flight(), 1);
+        drop(b);
+        assert_eq!(drain.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_drain_begins_once() {
+        let drain = DrainState::default();
+        assert!(!drain.is_draining());
+        assert!(drain.begin());
+        assert!(!drain.begin());
+        assert!(drain.clone().is_draining());
+    }
+}
