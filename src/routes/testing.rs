@@ -19,6 +19,8 @@ pub struct SlowQuery {
 /// Answers 200 after `ms` milliseconds.
 async fn slow(query: web::Query<SlowQuery>) -> HttpResponse {
     let ms = query.ms.min(MAX_DELAY_MS);
+    // The drain tests wait for this line before they send a signal.
+    log::info!("test slow request started ({ms} ms)");
     actix_rt::time::sleep(Duration::from_millis(ms)).await;
     HttpResponse::Ok().json(serde_json::json!({ "slept_ms": ms }))
 }

@@ -1,0 +1,230 @@
+//! Every route and every problem+json error, against the app in-process on a
+//! real socket; the spec snapshot and the proof that every route is in it.
+
+mod common;
+
+use common::{get, post_json, request, spawn_app};
+use portbound::openapi::{ApiDoc, spec_json};
+use utoipa::OpenApi;
+
+#[test]
+fn root_answers_the_health_document() {
+    let app = spawn_app();
+    let res = get(app.addr, "/");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    let v = res.json();
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["service"], "portbound");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(res.header("x-request-id").is_some());
+}
+
+#[test]
+fn probes_answer_and_readiness_turns_503_while_draining() {
+    let app = spawn_app();
+    assert_eq!(get(app.addr, "/healthz").json()["status"], "ok");
+    let ready = get(app.addr, "/readyz");
+    assert_eq!(
+        (ready.status, ready.json()["status"].clone()),
+        (200, "ready".into())
+    );
+
+    app.state.drain.begin();
+    let draining = get(app.addr, "/readyz");
+    assert_eq!(draining.status, 503);
+    assert_eq!(draining.header("content-type"), Some("application/json"));
+    assert_eq!(draining.json()["status"], "draining");
+    assert_eq!(draining.header("connection"), Some("close"));
+    // liveness and the API keep answering during the drain
+    assert_eq!(get(app.addr, "/healthz").status, 200);
+    assert_eq!(get(app.addr, "/").status, 200);
+}
+
+#[test]
+fn head_is_answered_wherever_get_is() {
+    let app = spawn_app();
+    for path in ["/", "/healthz", "/readyz", "/api/v1/info"] {
+        let res = request(app.addr, "HEAD", path, &[], b"");
+        assert_eq!(res.status, 200, "HEAD {path}");
+    }
+}
+
+#[test]
+fn info_reports_the_runtime_facts() {
+    let app = spawn_app();
+    let v = get(app.addr, "/api/v1/info").json();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["platform"], "local");
+    assert_eq!(v["workers"], 1);
+    assert_eq!(v["ports"][0], app.addr.port());
+    assert_eq!(v["listeners"][0], app.addr.to_string());
+    assert!(v["uptime_seconds"].is_u64());
+}
+
+#[test]
+fn echo_returns_the_message_with_request_metadata() {
+    let app = spawn_app();
+    let res = request(
+        app.addr,
+        "POST",
+        "/api/v1/echo",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Request-ID", "test-request-0001"),
+        ],
+        br#"{"message":"h\u00e9llo"}"#,
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    let v = res.json();
+    assert_eq!(v["message"], "héllo");
+    assert_eq!(v["length"], 5);
+    assert_eq!(v["request"]["method"], "POST");
+    assert_eq!(v["request"]["path"], "/api/v1/echo");
+    assert_eq!(v["request"]["request_id"], "test-request-0001");
+    assert_eq!(res.header("x-request-id"), Some("test-request-0001"));
+}
+
+#[test]
+fn echo_accepts_exactly_1_to_1000_characters() {
+    let app = spawn_app();
+    let ok = "é".repeat(1000);
+    let res = post_json(
+        app.addr,
+        "/api/v1/echo",
+        &format!(r#"{{"message":"{ok}"}}"#),
+    );
+    assert_eq!(res.status, 200);
+    for bad in [String::new(), "x".repeat(1001)] {
+        let res = post_json(
+            app.addr,
+            "/api/v1/echo",
+            &format!(r#"{{"message":"{bad}"}}"#),
+        );
+        let v = res.assert_problem(422);
+        assert_eq!(v["errors"][0]["pointer"], "/message");
+    }
+}
+
+#[test]
+fn every_error_is_problem_json() {
+    let app = spawn_app();
+    // unknown path
+    get(app.addr, "/no/such/thing").assert_problem(404);
+    // wrong method: 405 with Allow
+    let res = request(app.addr, "DELETE", "/healthz", &[], b"");
+    res.assert_problem(405);
+    assert_eq!(res.header("allow"), Some("GET, HEAD"));
+    let res = get(app.addr, "/api/v1/echo");
+    res.assert_problem(405);
+    assert_eq!(res.header("allow"), Some("POST"));
+    // malformed JSON
+    post_json(app.addr, "/api/v1/echo", "{not json").assert_problem(400);
+    // empty body
+    post_json(app.addr, "/api/v1/echo", "").assert_problem(400);
+    // wrong shape: a number, a missing field, an unknown field
+    for body in [r#"{"message":1}"#, "{}", r#"{"message":"a","extra":1}"#] {
+        post_json(app.addr, "/api/v1/echo", body).assert_problem(422);
+    }
+    // wrong content type
+    let res = request(
+        app.addr,
+        "POST",
+        "/api/v1/echo",
+        &[("Content-Type", "text/plain")],
+        br#"{"message":"a"}"#,
+    );
+    res.assert_problem(415);
+    // too large
+    let big = format!(r#"{{"message":"{}"}}"#, "a".repeat(70 * 1024));
+    post_json(app.addr, "/api/v1/echo", &big).assert_problem(413);
+}
+
+#[test]
+fn problems_never_reveal_internals() {
+    let app = spawn_app();
+    let res = post_json(app.addr, "/api/v1/echo", r#"{"message":1}"#);
+    let text = res.text();
+    for leak in ["src/", ".rs", "panicked", "serde", "actix"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+}
+
+#[test]
+fn docs_redirect_and_swagger_ui_is_served() {
+    let app = spawn_app();
+    let res = get(app.addr, "/docs");
+    assert_eq!(res.status, 308);
+    assert_eq!(res.header("location"), Some("/docs/"));
+    let page = get(app.addr, "/docs/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("swagger-ui"), "{}", page.text());
+    let init = get(app.addr, "/docs/swagger-initializer.js").text();
+    assert!(init.contains("/api-docs/openapi.json"), "{init}");
+    assert!(init.contains(r#""validatorUrl": "none""#), "{init}");
+    let spec = get(app.addr, "/api-docs/openapi.json");
+    assert_eq!(spec.status, 200);
+    assert_eq!(
+        spec.json(),
+        serde_json::from_str::<serde_json::Value>(&spec_json()).unwrap()
+    );
+}
+
+#[test]
+fn the_committed_openapi_json_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == spec_json(),
+        "openapi.json is out of date with the code; regenerate with:\n    \
+         cargo run --quiet -- openapi > openapi.json"
+    );
+}
+
+#[test]
+fn every_route_the_app_serves_is_in_the_spec() {
+    let spec = ApiDoc::openapi();
+    let app = spawn_app();
+    for route in portbound::routes::routes() {
+        let item = spec
+            .paths
+            .paths
+            .get(route.path)
+            .unwrap_or_else(|| panic!("{} is served but not in the spec", route.path));
+        for method in route.allow.split(", ").filter(|m| *m != "HEAD") {
+            let documented = match method {
+                "GET" => item.get.is_some(),
+                "POST" => item.post.is_some(),
+                other => panic!("add {other} to this test"),
+            };
+            assert!(documented, "{method} {} is not in the spec", route.path);
+        }
+        // and the route really is served (a 404 would mean the table lies)
+        let res = request(
+            app.addr,
+            route.allow.split(", ").next().unwrap(),
+            route.path,
+            &[],
+            b"",
+        );
+        assert_ne!(
+            res.status, 404,
+            "{} is in the table but not served",
+            route.path
+        );
+    }
+    // and nothing in the spec is missing from the table
+    let served: Vec<&str> = portbound::routes::routes().iter().map(|r| r.path).collect();
+    for path in spec.paths.paths.keys() {
+        assert!(
+            served.contains(&path.as_str()),
+            "{path} is documented but not served"
+        );
+    }
+}
+
+#[test]
+fn test_routes_are_off_unless_enabled() {
+    let app = spawn_app();
+    get(app.addr, "/__test/slow?ms=1").assert_problem(404);
+}
