@@ -21,6 +21,20 @@ pub const MAX_WORKERS: usize = 512;
 /// first races the router's next request on that connection, and the user
 /// sees a sporadic 502.
 pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 95;
+/// Every variable the service reads (besides the platforms' own markers and
+/// any `*_SERVICE_URL`). The manifests' tests check each manifest against it,
+/// and that `.env.example` documents each one.
+pub const VARIABLES: &[&str] = &[
+    "PORT",
+    "HOST",
+    "WEB_CONCURRENCY",
+    "SHUTDOWN_TIMEOUT",
+    "SHUTDOWN_DELAY",
+    "KEEP_ALIVE",
+    "RUST_LOG",
+    "PORTBOUND_TEST_ROUTES",
+];
+
 /// Upper bound on every duration variable: an hour is already absurd here.
 const MAX_SECONDS: u64 = 3600;
 
