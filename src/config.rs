@@ -10,7 +10,10 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::platform::{InstanceFacts, Platform};
+use ipnet::IpNet;
+
+use crate::backing::{self, BackingService};
+use crate::platform::{InstanceFacts, LogFormat, Platform, parse_cidrs};
 
 /// The port used when `PORT` is unset: the 12-factor article's, and Flask's.
 pub const DEFAULT_PORT: u16 = 5000;
@@ -32,8 +35,28 @@ pub const VARIABLES: &[&str] = &[
     "SHUTDOWN_DELAY",
     "KEEP_ALIVE",
     "RUST_LOG",
+    "LOG_FORMAT",
+    "TRUSTED_PROXIES",
+    "FORCE_HTTPS",
+    "METRICS_PORT",
+    "SERVICE_PROBE_INTERVAL",
+    "MAX_BODY_BYTES",
+    "REQUEST_TIMEOUT",
+    "DOCS_ENABLED",
+    "GOOGLE_CLOUD_PROJECT",
     "PORTBOUND_TEST_ROUTES",
 ];
+
+/// Default limit on a request body. The API's largest body (an echo of 1000
+/// four-byte characters) is under 5 KiB; 64 KiB leaves room and still stops a
+/// client from making a worker buffer megabytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default bound on a whole request, body included (actix bounds only the
+/// head): long enough for any honest client of this API, short enough that a
+/// client dripping a body cannot hold a connection for long.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// How often backing services are probed by default.
+pub const DEFAULT_PROBE_INTERVAL_SECS: u64 = 5;
 
 /// Upper bound on every duration variable: an hour is already absurd here.
 const MAX_SECONDS: u64 = 3600;
@@ -209,6 +232,27 @@ pub struct Config {
     pub platform: Platform,
     /// What the platform told us about this instance.
     pub instance: InstanceFacts,
+    /// The format of every log line, access log included.
+    pub log_format: LogFormat,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Redirect plain-http requests that came through a trusted proxy to
+    /// https, and send `Strict-Transport-Security`.
+    pub force_https: bool,
+    /// A second listener serving Prometheus metrics, when set.
+    pub metrics_port: Option<u16>,
+    /// Every `*_SERVICE_URL`, in name order.
+    pub services: Vec<BackingService>,
+    /// How often backing services are probed.
+    pub service_probe_interval: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Bound on a whole request, body included; zero disables it.
+    pub request_timeout: Duration,
+    /// Serve Swagger UI and the spec.
+    pub docs_enabled: bool,
+    /// The Google Cloud project, for Cloud Logging's trace field.
+    pub google_cloud_project: Option<String>,
     /// Test-only routes (a slow endpoint for the drain tests). Never set it in
     /// production.
     pub test_routes: bool,
@@ -270,6 +314,63 @@ impl Config {
             .filter(|v| !v.trim().is_empty())
             .unwrap_or("info")
             .to_owned();
+        let log_format = r
+            .parse_opt("LOG_FORMAT", |v| {
+                LogFormat::parse(v).ok_or_else(|| "text, logfmt or json".into())
+            })
+            .unwrap_or(defaults.log_format);
+        let trusted_proxies = r
+            .parse_opt("TRUSTED_PROXIES", |v| {
+                parse_cidrs(v).map_err(|bad| {
+                    format!(
+                        "a list of CIDRs or addresses separated by commas, such as                          10.0.0.0/8,::1 ({bad:?} is not one)"
+                    )
+                })
+            })
+            .unwrap_or_else(|| {
+                parse_cidrs(defaults.trusted_proxies).expect("the defaults table parses")
+            });
+        let force_https = r.boolean("FORCE_HTTPS").unwrap_or(false);
+        let metrics_port = r.parse_opt("METRICS_PORT", |v| {
+            v.parse::<u16>()
+                .map_err(|_| "a whole number from 0 to 65535, other than PORT".into())
+        });
+        if let Some(mp) = metrics_port
+            && mp != 0
+            && mp == port
+        {
+            r.problem(
+                "METRICS_PORT",
+                &mp.to_string(),
+                "a port other than PORT: metrics must not be reachable through the main port",
+            );
+        }
+        let mut services = Vec::new();
+        for name in env.names().filter(|n| n.ends_with(backing::SUFFIX)) {
+            if let Some(svc) = r.parse_opt(name, |v| BackingService::parse(name, v)) {
+                services.push(svc);
+            }
+        }
+        let service_probe_interval = r
+            .seconds("SERVICE_PROBE_INTERVAL")
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(DEFAULT_PROBE_INTERVAL_SECS));
+        let max_body_bytes = r
+            .parse_opt("MAX_BODY_BYTES", |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64 * 1024 * 1024).contains(n))
+                    .ok_or_else(|| "a number of bytes from 1 to 67108864 (64 MiB)".into())
+            })
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let request_timeout = r
+            .seconds("REQUEST_TIMEOUT")
+            .unwrap_or(Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS));
+        let docs_enabled = r.boolean("DOCS_ENABLED").unwrap_or(true);
+        let google_cloud_project = env
+            .get("GOOGLE_CLOUD_PROJECT")
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
         let test_routes = r.boolean("PORTBOUND_TEST_ROUTES").unwrap_or(false);
 
         if !r.problems.is_empty() {
@@ -288,6 +389,16 @@ impl Config {
             log_filter,
             platform,
             instance: InstanceFacts::detect(platform, |n| env.get(n).map(str::to_owned)),
+            log_format,
+            trusted_proxies,
+            force_https,
+            metrics_port,
+            services,
+            service_probe_interval,
+            max_body_bytes,
+            request_timeout,
+            docs_enabled,
+            google_cloud_project,
             test_routes,
         })
     }
@@ -300,6 +411,7 @@ impl Config {
             ("PORT", "0"),
             ("WEB_CONCURRENCY", "1"),
             ("SHUTDOWN_TIMEOUT", "5"),
+            ("LOG_FORMAT", "text"),
         ]))
         .expect("the test configuration is valid")
     }
@@ -500,6 +612,53 @@ mod tests {
             assert_eq!(err.problems[0].variable, name);
             assert_eq!(err.problems[0].value, value);
         }
+    }
+
+    #[test]
+    fn observability_settings_follow_the_platform() {
+        let local = config(&[]).unwrap();
+        assert_eq!(local.log_format, LogFormat::Text);
+        assert!(local.trusted_proxies.iter().all(|n| n.addr().is_loopback()));
+        assert_eq!(local.metrics_port, None);
+        let run = config(&[("K_SERVICE", "pb")]).unwrap();
+        assert_eq!(run.log_format, LogFormat::Json);
+        let heroku = config(&[("DYNO", "web.1"), ("LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(heroku.log_format, LogFormat::Json, "explicit wins");
+        let c = config(&[
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7"),
+            ("METRICS_PORT", "9091"),
+            ("AUTH_SERVICE_URL", "http://auth:5001"),
+            ("PAYMENT_SERVICE_URL", "http://pay:5002"),
+        ])
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.metrics_port, Some(9091));
+        let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["auth", "payment"]);
+    }
+
+    #[test]
+    fn bad_observability_settings_are_rejected() {
+        let err = config(&[
+            ("LOG_FORMAT", "xml"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,nope"),
+            ("PORT", "9091"),
+            ("METRICS_PORT", "9091"),
+            ("AUTH_SERVICE_URL", "auth:5001"),
+            ("MAX_BODY_BYTES", "0"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+        for v in [
+            "LOG_FORMAT",
+            "TRUSTED_PROXIES",
+            "METRICS_PORT",
+            "AUTH_SERVICE_URL",
+            "MAX_BODY_BYTES",
+        ] {
+            assert!(vars.contains(&v), "{v} not in {vars:?}");
+        }
+        assert!(err.to_string().contains(r#""nope" is not one"#), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! The binary (`src/main.rs`) is thin; tests drive this library through the
 //! same functions it calls.
 
+pub mod backing;
 pub mod config;
 pub mod error;
 pub mod healthcheck;

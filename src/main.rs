@@ -61,22 +61,27 @@ fn load_config() -> Result<Config, ExitCode> {
 }
 
 fn serve(config: Config) -> ExitCode {
-    telemetry::logging::init(&config.log_filter);
+    telemetry::logging::init(
+        &config.log_filter,
+        config.log_format,
+        config.google_cloud_project.clone(),
+    );
     let result = actix_rt::System::new().block_on(async {
         let listeners = listener::bind_listeners(&config).map_err(|e| e.to_string())?;
         let server = server::build(&config, listeners).map_err(|e| e.to_string())?;
-        server::log_startup(&config, &server.addrs);
+        server::log_startup(&config, &server);
         server::serve(&config, server)
             .await
             .map_err(|e| format!("server error: {e}"))
     });
-    log::logger().flush();
-    match result {
+    let code = match result {
         Ok(shutdown) => ExitCode::from(shutdown.exit_code() as u8),
         Err(message) => {
             log::error!("{message}");
             eprintln!("portbound: {message}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::logging::flush();
+    code
 }

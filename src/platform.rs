@@ -4,8 +4,32 @@
 //! Every fact here comes from the platforms' runtime contracts (see
 //! `PLATFORMS.md` in the project's shared notes and the links below).
 
+use ipnet::IpNet;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `TIME LEVEL target: message`, for a terminal.
+    Text,
+    /// `key=value` pairs, which Heroku's and Fly's log tools parse.
+    Logfmt,
+    /// One JSON object a line, in the shape Google Cloud Logging parses
+    /// (`severity`, `message`, `httpRequest`, trace).
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(v: &str) -> Option<LogFormat> {
+        match v.to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "logfmt" => Some(LogFormat::Logfmt),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
 
 /// The platform the process was started by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -37,6 +61,35 @@ pub struct PlatformDefaults {
     /// listener, for platforms that remove an instance from rotation
     /// asynchronously after sending SIGTERM.
     pub shutdown_delay_secs: u64,
+    /// The log format the platform's log tooling parses.
+    pub log_format: LogFormat,
+    /// Peers whose forwarding headers (`X-Forwarded-For`, `Forwarded`, ...)
+    /// we believe.
+    pub trusted_proxies: &'static str,
+}
+
+/// Every address: on these platforms the only peer that can reach the
+/// instance is the platform's own router, which overwrites or appends the
+/// forwarding headers.
+const TRUST_ROUTER: &str = "0.0.0.0/0, ::/0";
+/// Loopback and the private ranges an in-cluster ingress controller or load
+/// balancer connects from.
+const TRUST_PRIVATE: &str =
+    "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7";
+/// Loopback only: a reverse proxy on the same machine (nginx in front of a
+/// laptop server); anyone else is a client.
+const TRUST_LOOPBACK: &str = "127.0.0.0/8, ::1/128";
+
+/// Parses a list of CIDRs (or bare addresses) separated by commas or spaces.
+pub fn parse_cidrs(v: &str) -> Result<Vec<IpNet>, String> {
+    v.split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| s.to_owned())
+        })
+        .collect()
 }
 
 /// Railway sends SIGKILL right after SIGTERM unless a draining period is set;
@@ -68,6 +121,19 @@ impl Platform {
     /// The defaults table. `railway_draining_secs` is Railway's
     /// `RAILWAY_DEPLOYMENT_DRAINING_SECONDS`, when set.
     pub fn defaults(self, railway_draining_secs: Option<u64>) -> PlatformDefaults {
+        use LogFormat::*;
+        let (log_format, trusted_proxies) = match self {
+            // Cloud Logging turns JSON lines into structured entries.
+            // https://cloud.google.com/logging/docs/structured-logging
+            Platform::CloudRun => (Json, TRUST_ROUTER),
+            // Heroku's and Fly's log tooling reads logfmt (key=value).
+            // https://devcenter.heroku.com/articles/logging#log-format
+            Platform::Heroku | Platform::Fly | Platform::Render => (Logfmt, TRUST_ROUTER),
+            // Railway turns JSON lines into structured, filterable logs.
+            Platform::Railway => (Json, TRUST_ROUTER),
+            Platform::Kubernetes => (Json, TRUST_PRIVATE),
+            Platform::Local => (Text, TRUST_LOOPBACK),
+        };
         let (shutdown_timeout_secs, shutdown_delay_secs) = match self {
             // Heroku: SIGTERM, then SIGKILL 30 s later, not configurable.
             // https://devcenter.heroku.com/articles/dynos#graceful-shutdown-with-sigterm
@@ -97,6 +163,8 @@ impl Platform {
         PlatformDefaults {
             shutdown_timeout_secs,
             shutdown_delay_secs,
+            log_format,
+            trusted_proxies,
         }
     }
 
@@ -236,5 +304,23 @@ mod tests {
             25
         );
         assert_eq!(Platform::Railway.defaults(Some(1)).shutdown_timeout_secs, 1);
+    }
+
+    #[test]
+    fn every_default_proxy_list_parses() {
+        for p in [
+            Platform::Heroku,
+            Platform::Fly,
+            Platform::CloudRun,
+            Platform::Railway,
+            Platform::Render,
+            Platform::Kubernetes,
+            Platform::Local,
+        ] {
+            let nets = parse_cidrs(p.defaults(None).trusted_proxies).unwrap();
+            assert!(!nets.is_empty(), "{p}");
+        }
+        assert_eq!(parse_cidrs("10.0.0.0/8, 192.0.2.1 ::1").unwrap().len(), 3);
+        assert_eq!(parse_cidrs("10.0.0.0/33"), Err("10.0.0.0/33".to_owned()));
     }
 }

@@ -20,15 +20,10 @@ use crate::error::{ApiError, json_error};
 use crate::state::AppState;
 use crate::telemetry::RequestContext;
 
-/// The largest JSON body the API reads. The echo endpoint needs at most a few
-/// kilobytes; a bound keeps a client from making a worker buffer megabytes.
-pub const MAX_JSON_BYTES: usize = 64 * 1024;
-
 /// The application: routes, docs, error bodies, and the request middleware.
 /// `HttpServer` builds one per worker; tests build it directly too.
 pub fn app(
     state: AppState,
-    test_routes: bool,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -38,21 +33,55 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let settings = state.settings.clone();
     let json = web::JsonConfig::default()
-        .limit(MAX_JSON_BYTES)
+        .limit(settings.max_body_bytes)
         .error_handler(|err, _req| json_error(&err).into());
+    let payload = web::PayloadConfig::default().limit(settings.max_body_bytes);
     let query = web::QueryConfig::default().error_handler(|err, _req| {
         ApiError::bad_request(format!("the query string is not valid: {err}")).into()
     });
     App::new()
         .app_data(web::Data::new(state.clone()))
         .app_data(json)
+        .app_data(payload)
         .app_data(query)
-        .wrap(RequestContext::new(state.drain.clone()))
-        .configure(|cfg| crate::routes::configure(cfg, test_routes))
-        .configure(crate::openapi::configure_docs)
+        .wrap(RequestContext::new(&state))
+        .configure(|cfg| crate::routes::configure(cfg, settings.test_routes))
+        .configure(|cfg| {
+            if settings.docs_enabled {
+                crate::openapi::configure_docs(cfg);
+            }
+        })
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::not_found())
+        }))
+}
+
+/// The metrics listener's app: `/metrics` and nothing else.
+fn metrics_app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .route(
+            "/metrics",
+            web::get().to(|state: web::Data<AppState>| async move {
+                HttpResponse::Ok()
+                    .content_type("text/plain; version=0.0.4; charset=utf-8")
+                    .body(crate::telemetry::metrics::render(&state))
+            }),
+        )
+        .default_service(web::to(|| async {
+            ApiError::not_found().to_response(None)
         }))
 }
 
@@ -61,6 +90,8 @@ pub struct Server {
     pub server: actix_web::dev::Server,
     pub state: AppState,
     pub addrs: Vec<SocketAddr>,
+    /// The Prometheus listener, when `METRICS_PORT` is set.
+    pub metrics: Option<(actix_web::dev::Server, SocketAddr)>,
 }
 
 impl Server {
@@ -69,22 +100,25 @@ impl Server {
     }
 }
 
-/// Builds the `HttpServer` on listeners that are already bound. Nothing runs
-/// until the returned server is awaited (or spawned).
+/// Builds the `HttpServer` on listeners that are already bound (and the
+/// metrics listener, if configured). Nothing runs until the returned servers
+/// are awaited (or spawned).
 pub fn build(config: &Config, listeners: Vec<TcpListener>) -> io::Result<Server> {
     let addrs = listeners
         .iter()
         .map(TcpListener::local_addr)
         .collect::<io::Result<Vec<_>>>()?;
     let state = AppState::new(config, addrs.clone());
-    let test_routes = config.test_routes;
+    if config.metrics_port.is_some() {
+        crate::telemetry::metrics::install();
+    }
     let factory_state = state.clone();
     let keep_alive = if config.keep_alive.is_zero() {
         KeepAlive::Disabled
     } else {
         KeepAlive::Timeout(config.keep_alive)
     };
-    let mut http = HttpServer::new(move || app(factory_state.clone(), test_routes))
+    let mut http = HttpServer::new(move || app(factory_state.clone()))
         .workers(config.workers)
         .keep_alive(keep_alive)
         // A backstop only: `serve` ends the drain itself at SHUTDOWN_TIMEOUT
@@ -94,10 +128,33 @@ pub fn build(config: &Config, listeners: Vec<TcpListener>) -> io::Result<Server>
     for listener in listeners {
         http = http.listen(listener)?;
     }
+
+    let metrics = match config.metrics_port {
+        None => None,
+        Some(port) => {
+            let listener = crate::listener::bind_listeners(&Config {
+                port,
+                ..config.clone()
+            })
+            .map_err(|e| io::Error::other(format!("METRICS_PORT: {e}")))?
+            .remove(0);
+            let addr = listener.local_addr()?;
+            let metrics_state = state.clone();
+            let server = HttpServer::new(move || metrics_app(metrics_state.clone()))
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener)?
+                .run();
+            Some((server, addr))
+        }
+    };
+    state.probes.spawn(config.service_probe_interval);
     Ok(Server {
         server: http.run(),
         state,
         addrs,
+        metrics,
     })
 }
 
@@ -158,8 +215,28 @@ impl StopSignals {
 pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
     let mut signals = StopSignals::install()?;
     let handle = server.handle();
-    let drain = server.state.drain.clone();
-    let mut running = std::pin::pin!(server.server);
+    // Scrapes keep working through the drain; the metrics listener stops last.
+    let metrics = server.metrics.map(|(m, _)| {
+        let handle = m.handle();
+        actix_rt::spawn(m);
+        handle
+    });
+    let result = drain_on_signal(config, server.server, handle, &server.state, &mut signals).await;
+    if let Some(m) = metrics {
+        drop(m.stop(false));
+    }
+    result
+}
+
+async fn drain_on_signal(
+    config: &Config,
+    server: actix_web::dev::Server,
+    handle: ServerHandle,
+    state: &AppState,
+    signals: &mut StopSignals,
+) -> io::Result<Shutdown> {
+    let drain = state.drain.clone();
+    let mut running = std::pin::pin!(server);
 
     let (name, _) = tokio::select! {
         res = &mut running => { res?; return Ok(Shutdown::Stopped) }
@@ -223,7 +300,8 @@ fn forced(name: &str, signal: i32, drain: &crate::state::DrainState) -> Shutdown
 }
 
 /// The one startup line operators look for, and the links a developer clicks.
-pub fn log_startup(config: &Config, addrs: &[SocketAddr]) {
+pub fn log_startup(config: &Config, server: &Server) {
+    let addrs = &server.addrs;
     let listening: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     log::info!(
         "portbound {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
@@ -243,8 +321,23 @@ pub fn log_startup(config: &Config, addrs: &[SocketAddr]) {
             ip => ip.to_string(),
         };
         let base = format!("http://{host}:{}", addr.port());
+        if config.docs_enabled {
+            log::info!(
+                "docs: {base}/docs/  health: {base}/healthz  spec: {base}/api-docs/openapi.json"
+            );
+        } else {
+            log::info!("health: {base}/healthz (docs are off: DOCS_ENABLED=false)");
+        }
+    }
+    if let Some((_, addr)) = &server.metrics {
+        log::info!("metrics: http://{addr}/metrics");
+    }
+    for s in &config.services {
         log::info!(
-            "docs: {base}/docs/  health: {base}/healthz  spec: {base}/api-docs/openapi.json"
+            "backing service {} at {} ({})",
+            s.name,
+            s.display_url,
+            s.variable
         );
     }
 }

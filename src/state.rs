@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use ipnet::IpNet;
+
+use crate::backing::Probes;
 use crate::config::Config;
 use crate::platform::{InstanceFacts, Platform};
 
@@ -64,17 +67,41 @@ pub struct ServiceFacts {
     pub started: Instant,
 }
 
+/// What the app and its middleware need to know, fixed at start.
+#[derive(Debug, Clone)]
+pub struct RequestSettings {
+    pub trusted_proxies: Vec<IpNet>,
+    pub force_https: bool,
+    pub metrics: bool,
+    pub request_timeout: std::time::Duration,
+    pub max_body_bytes: usize,
+    pub docs_enabled: bool,
+    pub test_routes: bool,
+}
+
 /// Everything handlers share, behind one `web::Data`.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub drain: DrainState,
+    pub probes: Probes,
     pub facts: Arc<ServiceFacts>,
+    pub settings: Arc<RequestSettings>,
 }
 
 impl AppState {
     pub fn new(config: &Config, listeners: Vec<SocketAddr>) -> AppState {
         AppState {
             drain: DrainState::default(),
+            probes: Probes::new(&config.services),
+            settings: Arc::new(RequestSettings {
+                trusted_proxies: config.trusted_proxies.clone(),
+                force_https: config.force_https,
+                metrics: config.metrics_port.is_some(),
+                request_timeout: config.request_timeout,
+                max_body_bytes: config.max_body_bytes,
+                docs_enabled: config.docs_enabled,
+                test_routes: config.test_routes,
+            }),
             facts: Arc::new(ServiceFacts {
                 version: crate::VERSION,
                 platform: config.platform,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldError, ProblemDetails};
-use crate::telemetry::RequestId;
+use crate::telemetry::{ClientInfo, RequestId};
 
 /// The longest message accepted, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 1000;
@@ -28,7 +28,8 @@ pub struct EchoRequest {
 #[schema(example = json!({
     "message": "hello, port binding",
     "length": 19,
-    "request": {"method": "POST", "path": "/api/v1/echo", "request_id": "0b6c8a5e-4f0e-4a4b-9d37-6a3f0c2e8b11"}
+    "request": {"method": "POST", "path": "/api/v1/echo",
+        "request_id": "0b6c8a5e-4f0e-4a4b-9d37-6a3f0c2e8b11", "client": "203.0.113.7", "scheme": "https"}
 }))]
 pub struct EchoResponse {
     pub message: String,
@@ -44,6 +45,11 @@ pub struct RequestMeta {
     pub path: String,
     /// The request id, also sent back as `X-Request-ID`.
     pub request_id: Option<String>,
+    /// The client's address: the peer's, or the one a trusted proxy
+    /// forwarded (`TRUSTED_PROXIES`).
+    pub client: Option<String>,
+    /// `http` or `https`, as the client used it (a trusted proxy's word).
+    pub scheme: &'static str,
 }
 
 /// Echoes a message back.
@@ -80,7 +86,9 @@ pub async fn echo(
             }],
         ));
     }
-    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    let ext = req.extensions();
+    let request_id = ext.get::<RequestId>().map(|id| id.to_string());
+    let client = ext.get::<ClientInfo>().copied();
     Ok(HttpResponse::Ok().json(EchoResponse {
         message,
         length,
@@ -88,6 +96,8 @@ pub async fn echo(
             method: req.method().to_string(),
             path: req.path().to_owned(),
             request_id,
+            client: client.and_then(|c| c.ip).map(|ip| ip.to_string()),
+            scheme: client.map_or("http", |c| c.scheme().as_str()),
         },
     }))
 }

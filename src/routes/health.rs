@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::backing::ServiceReport;
 use crate::state::AppState;
 
 /// The answer of `GET /`.
@@ -23,8 +24,12 @@ pub struct Health {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok"}))]
 pub struct ProbeStatus {
-    /// `ok` (liveness), `ready` or `draining` (readiness).
+    /// `ok` (liveness); `ready`, `draining` or `unavailable` (readiness).
     pub status: &'static str,
+    /// Readiness only: every backing service (`*_SERVICE_URL`) and its last
+    /// probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ServiceReport>>,
 }
 
 /// The service is up.
@@ -51,27 +56,46 @@ pub async fn root() -> HttpResponse {
     responses((status = 200, description = "The process is alive", body = ProbeStatus))
 )]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(ProbeStatus { status: "ok" })
+    HttpResponse::Ok().json(ProbeStatus {
+        status: "ok",
+        services: None,
+    })
 }
 
 /// Readiness: 200 while the instance should receive traffic; 503 from the
-/// moment a stop signal arrives, so load balancers stop routing to it before
-/// the listener closes.
+/// moment a stop signal arrives (so load balancers stop routing to it before
+/// the listener closes), and while a backing service is down. Backing
+/// services are probed in the background: this answers from the last result
+/// and never waits on a dependency.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     responses(
         (status = 200, description = "Ready for traffic", body = ProbeStatus,
-            example = json!({"status": "ready"})),
-        (status = 503, description = "Draining: a stop signal arrived", body = ProbeStatus,
-            example = json!({"status": "draining"}))
+            example = json!({"status": "ready", "services": [
+                {"name": "auth", "url": "http://auth-service:5001", "up": true, "latency_ms": 0.4}
+            ]})),
+        (status = 503, description = "Draining (a stop signal arrived) or a backing service \
+            is down", body = ProbeStatus,
+            example = json!({"status": "unavailable", "services": [
+                {"name": "auth", "url": "http://auth-service:5001", "up": false}
+            ]}))
     )
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.drain.is_draining() {
-        HttpResponse::ServiceUnavailable().json(ProbeStatus { status: "draining" })
+    let services = (!state.probes.is_empty()).then(|| state.probes.reports());
+    let (ok, status) = if state.drain.is_draining() {
+        (false, "draining")
+    } else if !state.probes.all_up() {
+        (false, "unavailable")
     } else {
-        HttpResponse::Ok().json(ProbeStatus { status: "ready" })
+        (true, "ready")
+    };
+    let body = ProbeStatus { status, services };
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }

@@ -17,7 +17,8 @@ use crate::state::AppState;
     "listeners": ["[::]:8080"],
     "ports": [8080],
     "workers": 2,
-    "uptime_seconds": 42
+    "uptime_seconds": 42,
+    "services": [{"name": "auth", "url": "http://auth-service:5001"}]
 }))]
 pub struct Info {
     pub service: &'static str,
@@ -34,6 +35,18 @@ pub struct Info {
     pub workers: usize,
     /// Seconds since the process started serving.
     pub uptime_seconds: u64,
+    /// The configured backing services (`*_SERVICE_URL`), without
+    /// credentials.
+    pub services: Vec<BackingServiceInfo>,
+}
+
+/// A backing service, as `/api/v1/info` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackingServiceInfo {
+    /// `auth` for `AUTH_SERVICE_URL`.
+    pub name: String,
+    /// The URL without credentials, query or fragment.
+    pub url: String,
 }
 
 /// Runtime facts: version, platform, instance, ports, workers, uptime.
@@ -54,5 +67,14 @@ pub async fn info(state: web::Data<AppState>) -> HttpResponse {
         ports: facts.listeners.iter().map(|a| a.port()).collect(),
         workers: facts.workers,
         uptime_seconds: facts.started.elapsed().as_secs(),
+        services: state
+            .probes
+            .reports()
+            .into_iter()
+            .map(|s| BackingServiceInfo {
+                name: s.name,
+                url: s.url,
+            })
+            .collect(),
     })
 }

@@ -50,15 +50,33 @@ pub fn routes() -> [Route; 5] {
     ]
 }
 
+/// The metrics label for a request's route: the pattern of the resource it
+/// matched, never the raw path, so the label set stays bounded whatever
+/// paths clients send.
+pub fn route_label(match_name: Option<&str>, path: &str) -> &'static str {
+    if let Some(name) = match_name
+        && let Some(route) = routes().into_iter().find(|r| r.path == name)
+    {
+        return route.path;
+    }
+    if path == crate::openapi::SPEC_PATH {
+        crate::openapi::SPEC_PATH
+    } else if path == "/docs" || path.starts_with("/docs/") {
+        "/docs/{file}"
+    } else {
+        "unmatched"
+    }
+}
+
 /// Registers every route; each resource answers other methods with a 405
 /// problem that carries `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig, test_routes: bool) {
     for route in routes() {
         let allow = route.allow;
         let resource =
-            (route.mount)(web::resource(route.path)).default_service(web::to(move || async move {
-                Err::<HttpResponse, _>(ApiError::method_not_allowed(allow))
-            }));
+            (route.mount)(web::resource(route.path).name(route.path)).default_service(web::to(
+                move || async move { Err::<HttpResponse, _>(ApiError::method_not_allowed(allow)) },
+            ));
         cfg.service(resource);
     }
     if test_routes {

@@ -1,24 +1,595 @@
-//! Logging to stdout through `log` and `env_logger`, as 12-factor logs are a
-//! stream of events on stdout that the platform collects (env_logger's own
-//! default is stderr, and errors only when `RUST_LOG` is unset).
+//! Logs on stdout in the format the platform parses (text, logfmt or Cloud
+//! Logging's JSON), written by a background thread so a slow stdout never
+//! blocks a worker.
+//!
+//! Application logs go through `log` and `env_logger` as usual; the access
+//! log takes a lean path: each worker formats its lines into a thread-local
+//! buffer (no lock, no allocation per line) that is handed to the writer
+//! thread every 20 ms or when it fills. Formatting, not writing, is what makes
+//! a stock access log expensive, so both are kept cheap.
 
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
 use std::io::Write;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Installs the logger with the `RUST_LOG` filter from the configuration.
-/// Calling it twice keeps the first logger (tests start many servers).
-pub fn init(filter: &str) {
-    let _ = env_logger::Builder::new()
+use actix_web::http::header::HeaderValue;
+use log::Level;
+
+use crate::platform::LogFormat;
+
+/// The log target of access lines: `RUST_LOG=portbound::access=off` turns
+/// the access log off; `=debug` adds the probe paths.
+pub const ACCESS_TARGET: &str = "portbound::access";
+/// How often workers hand their access lines to the writer.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// A worker hands its buffer over early once it holds this much.
+const BUFFER_LIMIT: usize = 16 * 1024;
+/// Batches queued for the writer before new ones are dropped (and counted)
+/// rather than blocking a worker: 1024 batches of up to 16 KiB.
+const QUEUE_BATCHES: usize = 1024;
+
+enum Msg {
+    Bytes(Vec<u8>),
+    Flush(SyncSender<()>),
+}
+
+struct Settings {
+    format: LogFormat,
+    access_info: bool,
+    access_debug: bool,
+    project: Option<String>,
+}
+
+static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Lines dropped because stdout could not keep up (also a metric).
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Installs the logger: `RUST_LOG` filter, the chosen format, stdout through
+/// the writer thread. Calling it again keeps the first (tests start many
+/// servers in one process).
+pub fn init(filter: &str, format: LogFormat, project: Option<String>) {
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let (tx, rx) = sync_channel(QUEUE_BATCHES);
+    let _ = SINK.set(tx);
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_loop(rx))
+        .expect("start the log writer thread");
+
+    let logger = env_logger::Builder::new()
         .parse_filters(filter)
-        .target(env_logger::Target::Stdout)
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "{} {:<5} {}: {}",
-                buf.timestamp_millis(),
-                record.level(),
-                record.target(),
-                record.args()
-            )
+        .target(env_logger::Target::Pipe(Box::new(SinkWriter)))
+        .format(move |buf, record| {
+            let mut line = String::with_capacity(128);
+            format_record(&mut line, format, record);
+            buf.write_all(line.as_bytes())
         })
-        .try_init();
+        .build();
+    let max = logger.filter();
+    let access_info = logger.matches(&meta(Level::Info));
+    let access_debug = logger.matches(&meta(Level::Debug));
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(max);
+    }
+    let _ = SETTINGS.set(Settings {
+        format,
+        access_info,
+        access_debug,
+        project,
+    });
+}
+
+fn meta(level: Level) -> log::Record<'static> {
+    log::Record::builder()
+        .target(ACCESS_TARGET)
+        .level(level)
+        .build()
+}
+
+/// Hands this thread's access lines to the writer, then waits (at most a
+/// second) until everything queued so far is on stdout. Called before exit.
+pub fn flush() {
+    flush_thread();
+    let Some(sink) = SINK.get() else { return };
+    let (ack_tx, ack_rx) = sync_channel(1);
+    if sink.send(Msg::Flush(ack_tx)).is_ok() {
+        let _ = ack_rx.recv_timeout(Duration::from_secs(1));
+    }
+}
+
+fn write_loop(rx: Receiver<Msg>) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while let Ok(msg) = rx.recv() {
+        let mut next = Some(msg);
+        // Write everything already queued, then flush once.
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Bytes(bytes) => {
+                    let _ = out.write_all(&bytes);
+                }
+                Msg::Flush(ack) => {
+                    let _ = out.flush();
+                    let _ = ack.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+fn send(bytes: Vec<u8>) {
+    let Some(sink) = SINK.get() else {
+        // No logger installed (a library user's own setup): write directly.
+        let _ = std::io::stdout().write_all(&bytes);
+        return;
+    };
+    match sink.try_send(Msg::Bytes(bytes)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(Msg::Bytes(b))) => {
+            DROPPED.fetch_add(
+                b.iter().filter(|c| **c == b'\n').count() as u64,
+                Ordering::Relaxed,
+            );
+        }
+        Err(_) => {}
+    }
+}
+
+/// env_logger's output: each formatted record goes to the writer thread.
+struct SinkWriter;
+
+impl Write for SinkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        send(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A worker's access lines, handed over when the thread ends too.
+struct AccessBuffer(RefCell<Vec<u8>>);
+
+impl Drop for AccessBuffer {
+    fn drop(&mut self) {
+        let bytes = std::mem::take(&mut *self.0.borrow_mut());
+        if !bytes.is_empty() {
+            send(bytes);
+        }
+    }
+}
+
+thread_local! {
+    static ACCESS: AccessBuffer = AccessBuffer(RefCell::new(Vec::with_capacity(BUFFER_LIMIT)));
+    static TICKER: Cell<bool> = const { Cell::new(false) };
+    /// The request id of the request being polled on this thread.
+    static CURRENT_REQUEST: RefCell<Option<HeaderValue>> = const { RefCell::new(None) };
+}
+
+/// Hands this thread's buffered access lines to the writer.
+pub fn flush_thread() {
+    ACCESS.with(|b| {
+        let mut buf = b.0.borrow_mut();
+        if !buf.is_empty() {
+            let full = std::mem::replace(&mut *buf, Vec::with_capacity(BUFFER_LIMIT));
+            send(full);
+        }
+    });
+}
+
+/// Starts this worker's 20 ms flush timer, once per thread. Called where
+/// actix builds each worker's app, inside the worker's runtime.
+pub fn start_worker_flusher() {
+    if TICKER.with(|t| t.replace(true)) {
+        return;
+    }
+    actix_rt::spawn(async {
+        let mut tick = actix_rt::time::interval(FLUSH_EVERY);
+        loop {
+            tick.tick().await;
+            flush_thread();
+        }
+    });
+}
+
+/// Runs `f` with `id` as the current request id (for application log lines
+/// written while serving it).
+pub fn with_request_id<R>(id: &HeaderValue, f: impl FnOnce() -> R) -> R {
+    let previous = CURRENT_REQUEST.with(|c| c.replace(Some(id.clone())));
+    let out = f();
+    CURRENT_REQUEST.with(|c| *c.borrow_mut() = previous);
+    out
+}
+
+/// One access log line's facts.
+pub struct AccessRecord<'a> {
+    pub time: SystemTime,
+    pub request_id: &'a str,
+    pub client: Option<IpAddr>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub version: &'a str,
+    pub status: u16,
+    pub bytes: Option<u64>,
+    pub latency: Duration,
+    pub user_agent: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    /// Probe paths are logged at debug, everything else at info.
+    pub probe: bool,
+}
+
+/// Whether an access line at this level would be written (checked before any
+/// formatting work is done).
+pub fn access_enabled(probe: bool) -> bool {
+    SETTINGS
+        .get()
+        .is_some_and(|s| if probe { s.access_debug } else { s.access_info })
+}
+
+/// Formats and buffers one access line.
+pub fn access(rec: &AccessRecord<'_>) {
+    let Some(settings) = SETTINGS.get() else {
+        return;
+    };
+    ACCESS.with(|b| {
+        let mut buf = b.0.borrow_mut();
+        write_access(&mut buf, settings.format, settings.project.as_deref(), rec);
+        if buf.len() >= BUFFER_LIMIT {
+            let full = std::mem::replace(&mut *buf, Vec::with_capacity(BUFFER_LIMIT));
+            send(full);
+        }
+    });
+}
+
+/// Writes one access line in `format` (public for the format tests).
+pub fn write_access(
+    out: &mut Vec<u8>,
+    format: LogFormat,
+    project: Option<&str>,
+    rec: &AccessRecord<'_>,
+) {
+    let level = if rec.probe { "debug" } else { "info" };
+    let latency_ms = rec.latency.as_secs_f64() * 1000.0;
+    let ua = rec.user_agent.unwrap_or("-");
+    // Writing to a Vec<u8> cannot fail.
+    match format {
+        LogFormat::Text => {
+            push_time(out, rec.time);
+            let _ = write!(
+                out,
+                " {:<5} {ACCESS_TARGET}: ",
+                if rec.probe { "DEBUG" } else { "INFO" }
+            );
+            push_ip(out, rec.client);
+            let _ = write!(out, " \"{} ", rec.method);
+            push_escaped(out, rec.path, false);
+            let _ = write!(out, " {}\" {} ", rec.version, rec.status);
+            match rec.bytes {
+                Some(b) => {
+                    let _ = write!(out, "{b}");
+                }
+                None => out.push(b'-'),
+            }
+            let _ = write!(out, " {latency_ms:.3}ms \"");
+            push_escaped(out, ua, false);
+            let _ = writeln!(out, "\" request_id={}", rec.request_id);
+        }
+        LogFormat::Logfmt => {
+            out.extend_from_slice(b"time=");
+            push_time(out, rec.time);
+            let _ = write!(
+                out,
+                " level={level} at=access request_id={} client=",
+                rec.request_id
+            );
+            push_ip(out, rec.client);
+            let _ = write!(out, " method={} path=", rec.method);
+            push_logfmt(out, rec.path);
+            let _ = write!(out, " status={} bytes=", rec.status);
+            match rec.bytes {
+                Some(b) => {
+                    let _ = write!(out, "{b}");
+                }
+                None => out.push(b'-'),
+            }
+            let _ = write!(out, " duration_ms={latency_ms:.3} user_agent=");
+            push_logfmt(out, ua);
+            out.push(b'\n');
+        }
+        LogFormat::Json => {
+            out.extend_from_slice(b"{\"time\":\"");
+            push_time(out, rec.time);
+            let _ = write!(
+                out,
+                "\",\"severity\":\"{}\",\"message\":\"{} ",
+                if rec.probe { "DEBUG" } else { "INFO" },
+                rec.method
+            );
+            push_escaped(out, rec.path, true);
+            let _ = write!(
+                out,
+                " {}\",\"httpRequest\":{{\"requestMethod\":\"{}\",\"requestUrl\":\"",
+                rec.status, rec.method
+            );
+            push_escaped(out, rec.path, true);
+            let _ = write!(out, "\",\"status\":{}", rec.status);
+            if let Some(b) = rec.bytes {
+                // Cloud Logging's LogEntry wants int64 values as strings.
+                let _ = write!(out, ",\"responseSize\":\"{b}\"");
+            }
+            if let Some(ua) = rec.user_agent {
+                out.extend_from_slice(b",\"userAgent\":\"");
+                push_escaped(out, ua, true);
+                out.push(b'"');
+            }
+            if rec.client.is_some() {
+                out.extend_from_slice(b",\"remoteIp\":\"");
+                push_ip(out, rec.client);
+                out.push(b'"');
+            }
+            let _ = write!(
+                out,
+                ",\"latency\":\"{:.6}s\",\"protocol\":\"{}\"}},\"request_id\":\"{}\"",
+                rec.latency.as_secs_f64(),
+                rec.version,
+                rec.request_id
+            );
+            // Cloud Logging links a line to its trace only through the full
+            // resource name, which needs the project.
+            match (rec.trace_id, project) {
+                (Some(trace), Some(p)) => {
+                    out.extend_from_slice(b",\"logging.googleapis.com/trace\":\"projects/");
+                    push_escaped(out, p, true);
+                    let _ = write!(out, "/traces/{trace}\"");
+                }
+                (Some(trace), None) => {
+                    let _ = write!(out, ",\"trace_id\":\"{trace}\"");
+                }
+                _ => {}
+            }
+            out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
+/// Formats one application log record (public for the format tests).
+pub fn format_record(line: &mut String, format: LogFormat, record: &log::Record<'_>) {
+    let mut time = Vec::with_capacity(24);
+    push_time(&mut time, SystemTime::now());
+    let time = std::str::from_utf8(&time).unwrap_or_default();
+    let message = record.args().to_string();
+    let request_id = CURRENT_REQUEST.with(|c| {
+        c.borrow()
+            .as_ref()
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+    });
+    match format {
+        LogFormat::Text => {
+            let _ = write!(
+                line,
+                "{time} {:<5} {}: {message}",
+                record.level(),
+                record.target()
+            );
+            if let Some(id) = request_id {
+                let _ = write!(line, " request_id={id}");
+            }
+            line.push('\n');
+        }
+        LogFormat::Logfmt => {
+            let mut bytes = Vec::with_capacity(message.len() + 64);
+            let _ = write!(
+                bytes,
+                "time={time} level={} target={} msg=",
+                record.level().as_str().to_ascii_lowercase(),
+                record.target()
+            );
+            push_logfmt(&mut bytes, &message);
+            if let Some(id) = request_id {
+                let _ = write!(bytes, " request_id={id}");
+            }
+            bytes.push(b'\n');
+            line.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        LogFormat::Json => {
+            let mut bytes = Vec::with_capacity(message.len() + 96);
+            let _ = write!(
+                bytes,
+                "{{\"time\":\"{time}\",\"severity\":\"{}\",\"target\":\"",
+                severity(record.level())
+            );
+            push_escaped(&mut bytes, record.target(), true);
+            bytes.extend_from_slice(b"\",\"message\":\"");
+            push_escaped(&mut bytes, &message, true);
+            bytes.push(b'"');
+            if let Some(id) = request_id {
+                let _ = write!(bytes, ",\"request_id\":\"{id}\"");
+            }
+            bytes.extend_from_slice(b"}\n");
+            line.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+/// Cloud Logging's severities.
+fn severity(level: Level) -> &'static str {
+    match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARNING",
+        Level::Info => "INFO",
+        Level::Debug | Level::Trace => "DEBUG",
+    }
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
+    match ip {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push(b'-'),
+    }
+}
+
+/// Escapes quotes, backslashes and control characters (and, for JSON, writes
+/// them as `\u00XX`), so no client-supplied string can break a line.
+fn push_escaped(out: &mut Vec<u8>, s: &str, json: bool) {
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f | 0x7f => {
+                if json {
+                    let _ = write!(out, "\\u{b:04x}");
+                } else {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// A logfmt value: bare when it is one plain token, quoted otherwise.
+fn push_logfmt(out: &mut Vec<u8>, s: &str) {
+    let bare = !s.is_empty()
+        && s.bytes()
+            .all(|b| b > b' ' && b != b'"' && b != b'=' && b != b'\\' && b != 0x7f);
+    if bare {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        out.push(b'"');
+        push_escaped(out, s, false);
+        out.push(b'"');
+    }
+}
+
+/// RFC 3339 UTC with milliseconds (`2026-11-24T11:11:39.536Z`), without a
+/// date library: the civil-from-days algorithm (Howard Hinnant's).
+pub fn push_time(out: &mut Vec<u8>, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AccessRecord<'static> {
+        AccessRecord {
+            time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            request_id: "abc-123",
+            client: Some("192.0.2.7".parse().unwrap()),
+            method: "GET",
+            path: "/api/v1/info",
+            version: "HTTP/1.1",
+            status: 200,
+            bytes: Some(187),
+            latency: Duration::from_micros(1234),
+            user_agent: Some("curl/8.5 \"quoted\""),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            probe: false,
+        }
+    }
+
+    fn line(format: LogFormat, project: Option<&str>) -> String {
+        let mut out = Vec::new();
+        write_access(&mut out, format, project, &sample());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn time_is_rfc3339_utc() {
+        let mut out = Vec::new();
+        push_time(
+            &mut out,
+            UNIX_EPOCH + Duration::from_millis(951_782_400_007),
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), "2000-02-29T00:00:00.007Z");
+    }
+
+    #[test]
+    fn json_lines_are_cloud_logging_entries() {
+        let text = line(LogFormat::Json, Some("my-project"));
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["severity"], "INFO");
+        assert_eq!(v["httpRequest"]["status"], 200);
+        assert_eq!(v["httpRequest"]["requestMethod"], "GET");
+        assert_eq!(v["httpRequest"]["remoteIp"], "192.0.2.7");
+        assert_eq!(v["httpRequest"]["responseSize"], "187");
+        assert_eq!(v["httpRequest"]["latency"], "0.001234s");
+        assert_eq!(v["httpRequest"]["userAgent"], "curl/8.5 \"quoted\"");
+        assert_eq!(
+            v["logging.googleapis.com/trace"],
+            "projects/my-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(v["request_id"], "abc-123");
+    }
+
+    #[test]
+    fn logfmt_lines_are_key_value_pairs() {
+        let text = line(LogFormat::Logfmt, None);
+        assert!(text.contains(" status=200 "), "{text}");
+        assert!(text.contains(" request_id=abc-123 "), "{text}");
+        assert!(
+            text.contains(r#"user_agent="curl/8.5 \"quoted\"""#),
+            "{text}"
+        );
+        assert!(text.starts_with("time=2026-"), "{text}");
+    }
+
+    #[test]
+    fn nothing_a_client_sends_can_break_a_line() {
+        let mut rec = sample();
+        rec.path = "/a\nb\"c\u{7}";
+        rec.user_agent = Some("x\r\ny\\");
+        for format in [LogFormat::Text, LogFormat::Logfmt, LogFormat::Json] {
+            let mut out = Vec::new();
+            write_access(&mut out, format, None, &rec);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.matches('\n').count(), 1, "{format:?}: {text}");
+            assert!(!text.contains('\r') && !text.contains('\u{7}'));
+            if format == LogFormat::Json {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(v["httpRequest"]["requestUrl"], "/a\nb\"c\u{7}");
+            }
+        }
+    }
 }

@@ -4,35 +4,51 @@
 //! One middleware does all the per-request work, so a request pays for one
 //! layer, not a stack of them.
 
+pub mod client_addr;
 pub mod logging;
+pub mod metrics;
 pub mod request_id;
 pub mod trace;
 
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::error::InternalError;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{ConnectionType, StatusCode};
-use actix_web::{Error, HttpMessage};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{ConnectionType, StatusCode, Version};
+use actix_web::{Error, HttpMessage, HttpResponse};
 
 use crate::error::ApiError;
-use crate::state::DrainState;
+use crate::state::{AppState, DrainState, RequestSettings};
 
+pub use client_addr::ClientInfo;
 pub use request_id::RequestId;
+
+/// Paths platforms and load balancers poll: never redirected to https, and
+/// logged at debug rather than info (they would drown the log).
+pub fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
 
 /// The per-request middleware. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     drain: DrainState,
+    settings: Arc<RequestSettings>,
 }
 
 impl RequestContext {
-    pub fn new(drain: DrainState) -> Self {
-        RequestContext { drain }
+    pub fn new(state: &AppState) -> Self {
+        RequestContext {
+            drain: state.drain.clone(),
+            settings: state.settings.clone(),
+        }
     }
 }
 
@@ -48,9 +64,11 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
+        logging::start_worker_flusher();
         ready(Ok(RequestContextService {
             service: Rc::new(service),
             drain: self.drain.clone(),
+            settings: self.settings.clone(),
         }))
     }
 }
@@ -58,9 +76,33 @@ where
 pub struct RequestContextService<S> {
     service: Rc<S>,
     drain: DrainState,
+    settings: Arc<RequestSettings>,
 }
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Security headers on every response. The CSP lets Swagger UI (same-origin
+/// scripts; inline styles and data: images) work and nothing else.
+const NOSNIFF: (HeaderName, HeaderValue) = (
+    header::X_CONTENT_TYPE_OPTIONS,
+    HeaderValue::from_static("nosniff"),
+);
+const REFERRER: (HeaderName, HeaderValue) = (
+    header::REFERRER_POLICY,
+    HeaderValue::from_static("no-referrer"),
+);
+const CSP: (HeaderName, HeaderValue) = (
+    header::CONTENT_SECURITY_POLICY,
+    HeaderValue::from_static(
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+         object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+);
+/// Sent only when FORCE_HTTPS is on: a year, as browsers' preload lists ask.
+const HSTS: (HeaderName, HeaderValue) = (
+    header::STRICT_TRANSPORT_SECURITY,
+    HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+);
 
 impl<S, B> Service<ServiceRequest> for RequestContextService<S>
 where
@@ -74,16 +116,46 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        let start = Instant::now();
         let guard = self.drain.track();
         let drain = self.drain.clone();
+        let settings = self.settings.clone();
         let id = RequestId::from_headers(req.headers());
-        req.extensions_mut().insert(id.clone());
-        let fut = self.service.call(req);
+        let client =
+            client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
+
+        if settings.force_https
+            && client.forwarded_scheme == Some(client_addr::Scheme::Http)
+            && !is_probe(req.path())
+        {
+            let location = https_location(&req);
+            let res = HttpResponse::PermanentRedirect()
+                .insert_header((header::LOCATION, location))
+                .insert_header((request_id::X_REQUEST_ID, id.header_value()))
+                .finish();
+            return Box::pin(ready(Ok(req.into_response(res).map_into_right_body())));
+        }
+
+        {
+            let mut ext = req.extensions_mut();
+            ext.insert(id.clone());
+            ext.insert(client);
+        }
+        let fut = WithRequestId {
+            id: id.header_value(),
+            inner: self.service.call(req),
+        };
+        let timeout = settings.request_timeout;
 
         Box::pin(async move {
-            let mut res = match fut.await {
-                Ok(res) => render_problem(res, &id),
-                Err(err) => {
+            let outcome = if timeout.is_zero() {
+                Some(fut.await)
+            } else {
+                actix_rt::time::timeout(timeout, fut).await.ok()
+            };
+            let mut res = match outcome {
+                Some(Ok(res)) => render_problem(res, &id),
+                Some(Err(err)) => {
                     // Only a middleware inside this one returns `Err` (handler
                     // errors arrive as responses); actix renders this one.
                     let problem = problem_for(&err, err.as_response_error().status_code());
@@ -92,18 +164,125 @@ where
                         .insert(request_id::X_REQUEST_ID, id.header_value());
                     return Err(InternalError::from_response(err.to_string(), res).into());
                 }
+                None => {
+                    // The handler (or the client's body) took longer than
+                    // REQUEST_TIMEOUT. The request is gone with the future, so
+                    // the answer is built without it.
+                    log::warn!(
+                        "request {id} timed out after {} s (REQUEST_TIMEOUT)",
+                        timeout.as_secs()
+                    );
+                    let mut res = ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request took longer than {} s to complete",
+                            timeout.as_secs()
+                        ),
+                    )
+                    .to_response(Some(id.as_str()));
+                    res.head_mut().set_connection_type(ConnectionType::Close);
+                    res.headers_mut()
+                        .insert(request_id::X_REQUEST_ID, id.header_value());
+                    return Err(InternalError::from_response("request timeout", res).into());
+                }
             };
+
+            let draining = drain.is_draining();
             let head = res.response_mut().head_mut();
-            head.headers
-                .insert(request_id::X_REQUEST_ID, id.header_value());
-            if drain.is_draining() {
+            let headers = &mut head.headers;
+            headers.insert(request_id::X_REQUEST_ID, id.header_value());
+            headers.insert(NOSNIFF.0, NOSNIFF.1);
+            headers.insert(REFERRER.0, REFERRER.1);
+            headers.insert(CSP.0, CSP.1);
+            if settings.force_https {
+                headers.insert(HSTS.0, HSTS.1);
+            }
+            if draining {
                 // Ask the client (or the router) to open its next connection
                 // elsewhere: we are about to go away.
                 head.set_connection_type(ConnectionType::Close);
             }
             drop(guard);
+
+            let elapsed = start.elapsed();
+            let status = res.status().as_u16();
+            let req = res.request();
+            if settings.metrics {
+                let route = crate::routes::route_label(req.match_name(), req.path());
+                metrics::record(route, metrics::method_label(req.method()), status, elapsed);
+            }
+            let probe = is_probe(req.path());
+            if logging::access_enabled(probe) {
+                let bytes = match res.response().body().size() {
+                    BodySize::Sized(n) => Some(n),
+                    BodySize::None => Some(0),
+                    BodySize::Stream => None,
+                };
+                logging::access(&logging::AccessRecord {
+                    time: SystemTime::now(),
+                    request_id: id.as_str(),
+                    client: client.ip,
+                    method: req.method().as_str(),
+                    path: req.path(),
+                    version: version_str(req.version()),
+                    status,
+                    bytes,
+                    latency: elapsed,
+                    user_agent: req
+                        .headers()
+                        .get(header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok()),
+                    trace_id: trace::trace_id(req.headers()),
+                    probe,
+                });
+            }
+            if draining {
+                // Lines written during the drain must not wait for a timer
+                // that may never fire again.
+                logging::flush_thread();
+            }
             Ok(res)
         })
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `https://` + the host the client asked for + the path and query.
+fn https_location(req: &ServiceRequest) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    format!("https://{host}{path}")
+}
+
+pin_project_lite::pin_project! {
+    /// Makes a request's id the current one while its handler is polled, so
+    /// application log lines written while serving it carry it.
+    struct WithRequestId<F> {
+        id: HeaderValue,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for WithRequestId<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        logging::with_request_id(this.id, || inner.poll(cx))
     }
 }
 
@@ -160,9 +339,4 @@ fn log_cause(status: StatusCode, err: &Error) {
     } else {
         log::debug!("request rejected with {status}: {err}");
     }
-}
-
-/// The `Content-Type` of problem bodies, as a header value.
-pub fn problem_content_type() -> HeaderValue {
-    HeaderValue::from_static(crate::error::PROBLEM_JSON)
 }

@@ -454,3 +454,17 @@ pub fn wait_refused(addr: SocketAddr) {
         }
     }
 }
+
+impl Process {
+    /// Wraps another program's child (nginx in the proxy test), started with
+    /// piped stdout and stderr, and collects its output like the binary's.
+    pub fn from_child(mut child: Child) -> Process {
+        let stdout = collect(child.stdout.take().expect("piped stdout"));
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        Process {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Backing services (the 12-factor article's `AUTH_SERVICE_URL`): every
+//! `*_SERVICE_URL` names one. A background thread probes each on an interval
+//! with a short timeout, and `/readyz` reads the last result, so a slow
+//! dependency can never make the readiness probe itself slow.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use url::Url;
+use utoipa::ToSchema;
+
+/// The suffix that marks a backing service's variable.
+pub const SUFFIX: &str = "_SERVICE_URL";
+
+/// One backing service, from `NAME_SERVICE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingService {
+    /// `auth` for `AUTH_SERVICE_URL`.
+    pub name: String,
+    /// The variable it came from.
+    pub variable: String,
+    /// The URL without credentials, query or fragment: safe to show.
+    pub display_url: String,
+    host: String,
+    port: u16,
+}
+
+impl BackingService {
+    /// Validates `value` of `variable`; the error says what is expected.
+    pub fn parse(variable: &str, value: &str) -> Result<BackingService, String> {
+        let expected = || {
+            "an absolute URL with a host and a port (or a scheme with a known port), \
+             such as http://auth-service:5001"
+                .to_owned()
+        };
+        let url = Url::parse(value).map_err(|_| expected())?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(expected)?;
+        let port = url.port_or_known_default().ok_or_else(expected)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let mut display = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+        if let Some(p) = url.port() {
+            display.push_str(&format!(":{p}"));
+        }
+        if url.path() != "/" {
+            display.push_str(url.path());
+        }
+        Ok(BackingService {
+            name: variable
+                .strip_suffix(SUFFIX)
+                .unwrap_or(variable)
+                .to_ascii_lowercase(),
+            variable: variable.to_owned(),
+            display_url: display,
+            host,
+            port,
+        })
+    }
+
+    /// Opens (and closes) a TCP connection: protocol-neutral, so it works for
+    /// an HTTP service, a database or a cache alike.
+    fn probe(&self, timeout: Duration) -> Result<Duration, String> {
+        let start = Instant::now();
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
+            .collect();
+        let mut last = String::from("no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(_) => return Ok(start.elapsed()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The last probe result of one service.
+#[derive(Debug)]
+struct Status {
+    service: BackingService,
+    checked: AtomicBool,
+    up: AtomicBool,
+    latency_us: AtomicU64,
+}
+
+/// What `/readyz` and `/api/v1/info` show of one service.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceReport {
+    /// `auth` for `AUTH_SERVICE_URL`.
+    pub name: String,
+    /// The URL, without credentials.
+    pub url: String,
+    /// Whether the last probe connected.
+    pub up: bool,
+    /// How long the last successful probe took to connect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// The probe results every worker reads, updated by one background thread.
+#[derive(Debug, Clone, Default)]
+pub struct Probes(Arc<Vec<Status>>);
+
+impl Probes {
+    pub fn new(services: &[BackingService]) -> Probes {
+        Probes(Arc::new(
+            services
+                .iter()
+                .map(|s| Status {
+                    service: s.clone(),
+                    checked: AtomicBool::new(false),
+                    up: AtomicBool::new(false),
+                    latency_us: AtomicU64::new(0),
+                })
+                .collect(),
+        ))
+    }
+
+    /// True when every service answered its last probe (and there was one).
+    pub fn all_up(&self) -> bool {
+        self.0.iter().all(|s| s.up.load(Ordering::Relaxed))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn reports(&self) -> Vec<ServiceReport> {
+        self.0
+            .iter()
+            .map(|s| {
+                let up = s.up.load(Ordering::Relaxed);
+                ServiceReport {
+                    name: s.service.name.clone(),
+                    url: s.service.display_url.clone(),
+                    up,
+                    latency_ms: up.then(|| s.latency_us.load(Ordering::Relaxed) as f64 / 1000.0),
+                }
+            })
+            .collect()
+    }
+
+    /// Probes every service once, logging each change of state.
+    pub fn probe_all(&self, timeout: Duration) {
+        for s in self.0.iter() {
+            let result = s.service.probe(timeout);
+            let was_up = s.up.load(Ordering::Relaxed);
+            let first = !s.checked.swap(true, Ordering::Relaxed);
+            match result {
+                Ok(latency) => {
+                    s.latency_us
+                        .store(latency.as_micros() as u64, Ordering::Relaxed);
+                    s.up.store(true, Ordering::Relaxed);
+                    if first || !was_up {
+                        log::info!(
+                            "backing service {} ({}) is up",
+                            s.service.name,
+                            s.service.display_url
+                        );
+                    }
+                }
+                Err(e) => {
+                    s.up.store(false, Ordering::Relaxed);
+                    if first || was_up {
+                        log::warn!(
+                            "backing service {} ({}) is down: {e}; /readyz answers 503",
+                            s.service.name,
+                            s.service.display_url
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the background thread that probes every `interval`. A probe
+    /// times out after at most 2 s, or the interval if that is shorter.
+    pub fn spawn(&self, interval: Duration) {
+        if self.is_empty() {
+            return;
+        }
+        let probes = self.clone();
+        let timeout = interval.min(Duration::from_secs(2));
+        let spawned = std::thread::Builder::new()
+            .name("backing-probes".into())
+            .spawn(move || {
+                loop {
+                    probes.probe_all(timeout);
+                    std::thread::sleep(interval);
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the backing-service probes: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_hides_credentials() {
+        let s = BackingService::parse(
+            "AUTH_SERVICE_URL",
+            "http://user:secret@auth-service:5001/v1?token=x",
+        )
+        .unwrap();
+        assert_eq!(s.name, "auth");
+        assert_eq!(s.display_url, "http://auth-service:5001/v1");
+        assert!(!format!("{s:?}").contains("secret"));
+        let s = BackingService::parse("PAYMENT_SERVICE_URL", "https://pay.example").unwrap();
+        assert_eq!((s.name.as_str(), s.port), ("payment", 443));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_url_with_a_port() {
+        for bad in ["auth:5001", "not a url", "http://", "unknown-scheme://host"] {
+            assert!(
+                BackingService::parse("AUTH_SERVICE_URL", bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn probes_report_up_and_down() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let svc =
+            BackingService::parse("A_SERVICE_URL", &format!("http://127.0.0.1:{port}")).unwrap();
+        let probes = Probes::new(&[svc]);
+        assert!(!probes.all_up(), "not up before the first probe");
+        probes.probe_all(Duration::from_secs(1));
+        assert!(probes.all_up());
+        assert!(probes.reports()[0].latency_ms.is_some());
+        drop(listener);
+        probes.probe_all(Duration::from_secs(1));
+        assert!(!probes.all_up());
+        assert_eq!(probes.reports()[0].latency_ms, None);
+    }
+}
