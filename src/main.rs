@@ -66,6 +66,9 @@ fn serve(config: Config) -> ExitCode {
         config.log_format,
         config.google_cloud_project.clone(),
     );
+    // Panics are logged as one line in the chosen format (the request
+    // middleware turns a handler's panic into a 500 with the request id).
+    std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
     let result = actix_rt::System::new().block_on(async {
         let listeners = listener::bind_listeners(&config).map_err(|e| e.to_string())?;
         let server = server::build(&config, listeners).map_err(|e| e.to_string())?;

@@ -121,6 +121,11 @@ pub fn build(config: &Config, listeners: Vec<TcpListener>) -> io::Result<Server>
     let mut http = HttpServer::new(move || app(factory_state.clone()))
         .workers(config.workers)
         .keep_alive(keep_alive)
+        // actix's default, said out loud: a client gets 5 s to send the
+        // request head (a slowloris sending one byte at a time is cut off);
+        // the body and the whole request are bounded by REQUEST_TIMEOUT in
+        // the request middleware.
+        .client_request_timeout(Duration::from_secs(5))
         // A backstop only: `serve` ends the drain itself at SHUTDOWN_TIMEOUT
         // so it can count what it cuts; actix checks once a second.
         .shutdown_timeout(config.shutdown_timeout.as_secs() + 1)

@@ -2,8 +2,11 @@
 //! validation and errors work.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,13 +17,45 @@ use crate::telemetry::{ClientInfo, RequestId};
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// What to echo.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)] // read by ToSchema: "additionalProperties": false
 #[schema(example = json!({"message": "hello, port binding"}))]
 pub struct EchoRequest {
-    /// 1 to 1000 characters.
-    #[schema(min_length = 1, max_length = 1000)]
+    /// 1 to 1000 characters; no control characters other than tab, line feed
+    /// and carriage return (a NUL or an escape sequence has no place in a
+    /// message that ends up in logs and terminals).
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*$"
+    )]
     pub message: String,
+}
+
+/// The fields as serde reads them: unknown and duplicate keys are errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EchoFields {
+    message: String,
+}
+
+/// Only a JSON object is accepted: serde's derive would also read a struct
+/// from an array (`["hi"]`), which the schema does not allow.
+impl<'de> Deserialize<'de> for EchoRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = EchoFields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a JSON object such as {"message": "hello"}"#)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EchoFields, A::Error> {
+                EchoFields::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectOnly)
+            .map(|f| EchoRequest { message: f.message })
+    }
 }
 
 /// The message, with what the service saw of the request.
@@ -76,8 +111,17 @@ pub async fn echo(
 ) -> Result<HttpResponse, ApiError> {
     let message = body.into_inner().message;
     let length = message.chars().count();
-    if !(1..=MAX_MESSAGE_CHARS).contains(&length) {
-        let rule = "must be 1 to 1000 characters long";
+    let rule = if !(1..=MAX_MESSAGE_CHARS).contains(&length) {
+        Some("must be 1 to 1000 characters long")
+    } else if message
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some("must not contain control characters other than tab and line breaks")
+    } else {
+        None
+    };
+    if let Some(rule) = rule {
         return Err(ApiError::unprocessable(
             format!("the request body is not valid: message {rule}"),
             vec![FieldError {

@@ -1,7 +1,7 @@
 //! Routes that exist only for the test suite, mounted only when
 //! `PORTBOUND_TEST_ROUTES=true`: a slow endpoint that lets the drain tests
-//! hold a request in flight across a stop signal. Never enable it in
-//! production.
+//! hold a request in flight across a stop signal, a panicking one, and one
+//! that logs. Never enable them in production.
 
 use std::time::Duration;
 
@@ -25,7 +25,20 @@ async fn slow(query: web::Query<SlowQuery>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "slept_ms": ms }))
 }
 
+/// Panics, as a buggy handler would.
+async fn panic() -> HttpResponse {
+    panic!("a test handler panicked on purpose");
+}
+
+/// Logs a line while serving, to show the request id in application logs.
+async fn log_line() -> HttpResponse {
+    log::info!("test route writes an application log line");
+    HttpResponse::NoContent().finish()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     log::warn!("test routes are enabled (PORTBOUND_TEST_ROUTES); never do this in production");
-    cfg.route("/__test/slow", web::get().to(slow));
+    cfg.route("/__test/slow", web::get().to(slow))
+        .route("/__test/panic", web::get().to(panic))
+        .route("/__test/log", web::get().to(log_line));
 }

@@ -11,6 +11,7 @@ pub mod request_id;
 pub mod trace;
 
 use std::future::{Future, Ready, ready};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,6 +30,24 @@ use crate::state::{AppState, DrainState, RequestSettings};
 
 pub use client_addr::ClientInfo;
 pub use request_id::RequestId;
+
+/// The most header bytes (names and values) a request may carry. actix
+/// itself refuses a head over 128 KiB (and more than 96 headers) with a bare
+/// 431; common proxies stop at 8 to 32 KiB, and so do we, with a problem body.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+fn header_bytes(headers: &header::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum()
+}
+
+fn with_id<B>(mut res: ServiceResponse<B>, id: &RequestId) -> ServiceResponse<B> {
+    res.headers_mut()
+        .insert(request_id::X_REQUEST_ID, id.header_value());
+    res
+}
 
 /// Paths platforms and load balancers poll: never redirected to https, and
 /// logged at debug rather than info (they would drown the log).
@@ -124,6 +143,16 @@ where
         let client =
             client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
 
+        if header_bytes(req.headers()) > MAX_HEADER_BYTES {
+            let res = ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("the request headers are larger than {MAX_HEADER_BYTES} bytes in all"),
+            )
+            .to_response(Some(id.as_str()));
+            let res = req.into_response(res).map_into_right_body();
+            return Box::pin(ready(Ok(with_id(res, &id))));
+        }
+
         if settings.force_https
             && client.forwarded_scheme == Some(client_addr::Scheme::Http)
             && !is_probe(req.path())
@@ -131,9 +160,9 @@ where
             let location = https_location(&req);
             let res = HttpResponse::PermanentRedirect()
                 .insert_header((header::LOCATION, location))
-                .insert_header((request_id::X_REQUEST_ID, id.header_value()))
                 .finish();
-            return Box::pin(ready(Ok(req.into_response(res).map_into_right_body())));
+            let res = req.into_response(res).map_into_right_body();
+            return Box::pin(ready(Ok(with_id(res, &id))));
         }
 
         {
@@ -154,36 +183,43 @@ where
                 actix_rt::time::timeout(timeout, fut).await.ok()
             };
             let mut res = match outcome {
-                Some(Ok(res)) => render_problem(res, &id),
-                Some(Err(err)) => {
+                Some(Ok(Ok(res))) => render_problem(res, &id),
+                Some(Ok(Err(err))) => {
                     // Only a middleware inside this one returns `Err` (handler
-                    // errors arrive as responses); actix renders this one.
+                    // errors arrive as responses).
                     let problem = problem_for(&err, err.as_response_error().status_code());
-                    let mut res = problem.to_response(Some(id.as_str()));
-                    res.headers_mut()
-                        .insert(request_id::X_REQUEST_ID, id.header_value());
-                    return Err(InternalError::from_response(err.to_string(), res).into());
+                    return Err(answered_without_request(problem, &id, err.to_string()));
+                }
+                Some(Err(panic)) => {
+                    // actix alone would drop the connection: the client would
+                    // see a reset and nothing would say why.
+                    log::error!("request {id} failed: the handler panicked: {panic}");
+                    let problem = ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR);
+                    return Err(answered_without_request(
+                        problem,
+                        &id,
+                        "handler panicked".into(),
+                    ));
                 }
                 None => {
                     // The handler (or the client's body) took longer than
-                    // REQUEST_TIMEOUT. The request is gone with the future, so
-                    // the answer is built without it.
+                    // REQUEST_TIMEOUT; the request went with the dropped future.
                     log::warn!(
                         "request {id} timed out after {} s (REQUEST_TIMEOUT)",
                         timeout.as_secs()
                     );
-                    let mut res = ApiError::new(
+                    let problem = ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(
                             "the request took longer than {} s to complete",
                             timeout.as_secs()
                         ),
-                    )
-                    .to_response(Some(id.as_str()));
-                    res.head_mut().set_connection_type(ConnectionType::Close);
-                    res.headers_mut()
-                        .insert(request_id::X_REQUEST_ID, id.header_value());
-                    return Err(InternalError::from_response("request timeout", res).into());
+                    );
+                    return Err(answered_without_request(
+                        problem,
+                        &id,
+                        "request timeout".into(),
+                    ));
                 }
             };
 
@@ -246,6 +282,19 @@ where
     }
 }
 
+/// A problem response for a request that is no longer at hand (its future
+/// panicked, timed out or failed outside a handler): actix sends the response
+/// carried by the error. The connection is closed after it, since the request
+/// body may not have been read.
+fn answered_without_request(problem: ApiError, id: &RequestId, cause: String) -> Error {
+    let mut res = problem.to_response(Some(id.as_str()));
+    res.head_mut().set_connection_type(ConnectionType::Close);
+    let headers = res.headers_mut();
+    headers.insert(request_id::X_REQUEST_ID, id.header_value());
+    headers.insert(NOSNIFF.0, NOSNIFF.1);
+    InternalError::from_response(cause, res).into()
+}
+
 fn version_str(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -269,7 +318,8 @@ fn https_location(req: &ServiceRequest) -> String {
 
 pin_project_lite::pin_project! {
     /// Makes a request's id the current one while its handler is polled, so
-    /// application log lines written while serving it carry it.
+    /// application log lines written while serving it carry it, and turns a
+    /// panic in the handler into a value.
     struct WithRequestId<F> {
         id: HeaderValue,
         #[pin]
@@ -278,11 +328,30 @@ pin_project_lite::pin_project! {
 }
 
 impl<F: Future> Future for WithRequestId<F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    /// `Err` carries the message of a panic in the handler.
+    type Output = Result<F::Output, String>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        logging::with_request_id(this.id, || inner.poll(cx))
+        let polled = logging::with_request_id(this.id, || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+        });
+        match polled {
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(&payload))),
+        }
+    }
+}
+
+/// The text of a panic, for the log only.
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
     }
 }
 
