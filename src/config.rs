@@ -43,6 +43,7 @@ pub const VARIABLES: &[&str] = &[
     "MAX_BODY_BYTES",
     "REQUEST_TIMEOUT",
     "DOCS_ENABLED",
+    "CORS_ALLOWED_ORIGINS",
     "GOOGLE_CLOUD_PROJECT",
     "PORTBOUND_TEST_ROUTES",
 ];
@@ -251,6 +252,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Serve Swagger UI and the spec.
     pub docs_enabled: bool,
+    /// Origins allowed to call the API from a browser; empty: CORS is off.
+    /// `*` allows any origin (without credentials).
+    pub cors_allowed_origins: Vec<String>,
     /// The Google Cloud project, for Cloud Logging's trace field.
     pub google_cloud_project: Option<String>,
     /// Test-only routes (a slow endpoint for the drain tests). Never set it in
@@ -367,6 +371,9 @@ impl Config {
             .seconds("REQUEST_TIMEOUT")
             .unwrap_or(Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS));
         let docs_enabled = r.boolean("DOCS_ENABLED").unwrap_or(true);
+        let cors_allowed_origins = r
+            .parse_opt("CORS_ALLOWED_ORIGINS", parse_origins)
+            .unwrap_or_default();
         let google_cloud_project = env
             .get("GOOGLE_CLOUD_PROJECT")
             .filter(|v| !v.is_empty())
@@ -398,6 +405,7 @@ impl Config {
             max_body_bytes,
             request_timeout,
             docs_enabled,
+            cors_allowed_origins,
             google_cloud_project,
             test_routes,
         })
@@ -436,6 +444,31 @@ fn parse_host(v: &str) -> Result<IpAddr, String> {
          interface) or 127.0.0.1 (this machine only)"
             .into()
     })
+}
+
+/// `*`, or origins (`scheme://host[:port]`, no path) separated by commas.
+fn parse_origins(v: &str) -> Result<Vec<String>, String> {
+    let expected = |bad: &str| {
+        format!(
+            "* or origins such as https://app.example.com,http://localhost:3000 \
+             separated by commas ({bad:?} is not an origin)"
+        )
+    };
+    v.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            if o == "*" {
+                return Ok(o.to_owned());
+            }
+            let url = url::Url::parse(o).map_err(|_| expected(o))?;
+            let origin = url.origin().ascii_serialization();
+            if origin == "null" || origin != o.trim_end_matches('/') {
+                return Err(expected(o));
+            }
+            Ok(origin)
+        })
+        .collect()
 }
 
 /// Collects problems while reading variables.
@@ -646,6 +679,10 @@ mod tests {
             ("METRICS_PORT", "9091"),
             ("AUTH_SERVICE_URL", "auth:5001"),
             ("MAX_BODY_BYTES", "0"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://ok.example,https://bad.example/path",
+            ),
         ])
         .unwrap_err();
         let vars: Vec<&str> = err.problems.iter().map(|p| p.variable.as_str()).collect();

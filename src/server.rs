@@ -9,9 +9,11 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
+use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::KeepAlive;
+use actix_web::http::{KeepAlive, header};
+use actix_web::middleware::Condition;
 use actix_web::{App, Error, HttpResponse, HttpServer, web};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -46,6 +48,12 @@ pub fn app(
         .app_data(json)
         .app_data(payload)
         .app_data(query)
+        .wrap(Condition::new(
+            !settings.cors_allowed_origins.is_empty(),
+            cors(&settings.cors_allowed_origins),
+        ))
+        // Outermost: every response, CORS preflights included, gets its
+        // request id, access line and problem body.
         .wrap(RequestContext::new(&state))
         .configure(|cfg| crate::routes::configure(cfg, settings.test_routes))
         .configure(|cfg| {
@@ -56,6 +64,24 @@ pub fn app(
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::not_found())
         }))
+}
+
+/// CORS for the configured origins (only mounted when there are some).
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "OPTIONS"])
+        .allowed_headers([header::CONTENT_TYPE, header::ACCEPT])
+        .allowed_header(crate::telemetry::request_id::X_REQUEST_ID)
+        .expose_headers([crate::telemetry::request_id::X_REQUEST_ID])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin().send_wildcard()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
 }
 
 /// The metrics listener's app: `/metrics` and nothing else.

@@ -76,6 +76,7 @@ pub struct RequestSettings {
     pub request_timeout: std::time::Duration,
     pub max_body_bytes: usize,
     pub docs_enabled: bool,
+    pub cors_allowed_origins: Vec<String>,
     pub test_routes: bool,
 }
 
@@ -100,6 +101,7 @@ impl AppState {
                 request_timeout: config.request_timeout,
                 max_body_bytes: config.max_body_bytes,
                 docs_enabled: config.docs_enabled,
+                cors_allowed_origins: config.cors_allowed_origins.clone(),
                 test_routes: config.test_routes,
             }),
             facts: Arc::new(ServiceFacts {

@@ -414,3 +414,53 @@ fn every_route_survives_the_corpus() {
     assert!(cases > 1000);
     assert_still_serving(&p);
 }
+
+#[test]
+fn cors_is_off_by_default_and_exact_when_enabled() {
+    let preflight = |addr: SocketAddr, origin: &str| {
+        request(
+            addr,
+            "OPTIONS",
+            "/api/v1/echo",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "content-type"),
+            ],
+            b"",
+        )
+    };
+    let off = spawn_binary(&[]);
+    let res = preflight(off.addr(), "https://app.example");
+    assert!(res.header("access-control-allow-origin").is_none());
+    res.assert_problem(405);
+
+    let on = spawn_binary(&[("CORS_ALLOWED_ORIGINS", "https://app.example")]);
+    let res = preflight(on.addr(), "https://app.example");
+    assert!(res.status < 300, "{}", res.status);
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let res = request(
+        on.addr(),
+        "GET",
+        "/api/v1/info",
+        &[("Origin", "https://app.example")],
+        b"",
+    );
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(
+        res.header("access-control-expose-headers")
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("x-request-id")
+    );
+    let res = preflight(on.addr(), "https://evil.example");
+    assert!(res.header("access-control-allow-origin").is_none());
+    assert!(res.status >= 400);
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
+}

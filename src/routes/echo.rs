@@ -27,7 +27,7 @@ pub struct EchoRequest {
     #[schema(
         min_length = 1,
         max_length = 1000,
-        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*$"
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
     )]
     pub message: String,
 }
