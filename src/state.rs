@@ -21,6 +21,8 @@ pub struct DrainState(Arc<DrainInner>);
 struct DrainInner {
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// Wakes long-lived connections (WebSockets) when the drain begins.
+    started: tokio::sync::Notify,
 }
 
 impl DrainState {
@@ -28,7 +30,24 @@ impl DrainState {
     /// responses ask clients to close their connection. Returns false if a
     /// drain had already begun.
     pub fn begin(&self) -> bool {
-        !self.0.draining.swap(true, Ordering::SeqCst)
+        let first = !self.0.draining.swap(true, Ordering::SeqCst);
+        if first {
+            self.0.started.notify_waiters();
+        }
+        first
+    }
+
+    /// Resolves once the drain has begun (at once if it already has). Long
+    /// connections select on it to close cleanly instead of being cut.
+    pub async fn wait_draining(&self) {
+        let notified = self.0.started.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a begin() in between is not lost.
+        notified.as_mut().enable();
+        if self.is_draining() {
+            return;
+        }
+        notified.await;
     }
 
     pub fn is_draining(&self) -> bool {
@@ -130,6 +149,21 @@ mod tests {
         assert_eq!(drain.in_flight(), 1);
         drop(b);
         assert_eq!(drain.in_flight(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn waiters_wake_when_the_drain_begins() {
+        let drain = DrainState::default();
+        let waiter = actix_rt::spawn({
+            let drain = drain.clone();
+            async move { drain.wait_draining().await }
+        });
+        actix_rt::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drain.begin();
+        waiter.await.unwrap();
+        // and a waiter that comes after the fact returns at once
+        drain.wait_draining().await;
     }
 
     #[test]
