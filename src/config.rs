@@ -44,6 +44,12 @@ pub const VARIABLES: &[&str] = &[
     "REQUEST_TIMEOUT",
     "DOCS_ENABLED",
     "CORS_ALLOWED_ORIGINS",
+    "UNIX_SOCKET",
+    "UNIX_SOCKET_MODE",
+    "HTTP2",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
     "GOOGLE_CLOUD_PROJECT",
     "PORTBOUND_TEST_ROUTES",
 ];
@@ -219,6 +225,19 @@ pub struct Config {
     pub host_is_default: bool,
     /// `0` lets the OS pick; the bound port is logged.
     pub port: u16,
+    /// True when `PORT` was set: with `UNIX_SOCKET`, TCP is served only then.
+    pub port_is_explicit: bool,
+    /// Listening sockets inherited from systemd or systemfd (`LISTEN_FDS`,
+    /// for this process per `LISTEN_PID`): served instead of `PORT`.
+    pub inherited_fds: Vec<i32>,
+    /// Their names (`LISTEN_FDNAMES`), for the log.
+    pub inherited_fd_names: Vec<String>,
+    /// A unix socket to serve on (`UNIX_SOCKET`), beside or instead of TCP.
+    pub unix_socket: Option<std::path::PathBuf>,
+    /// Its permissions (`UNIX_SOCKET_MODE`, octal).
+    pub unix_socket_mode: u32,
+    /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 (`HTTP2`).
+    pub http2: bool,
     /// Worker threads (`WEB_CONCURRENCY`).
     pub workers: usize,
     /// Time in-flight requests get to finish after the stop signal.
@@ -296,6 +315,25 @@ impl Config {
                 })
             })
             .unwrap_or(DEFAULT_PORT);
+        let port_is_explicit = env.get("PORT").is_some_and(|v| !v.trim().is_empty());
+        let inherited_fds = inherited_fds(&mut r);
+        let inherited_fd_names = env
+            .get("LISTEN_FDNAMES")
+            .map(|v| v.split(':').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let unix_socket = env
+            .get("UNIX_SOCKET")
+            .filter(|v| !v.trim().is_empty())
+            .map(std::path::PathBuf::from);
+        let unix_socket_mode = r
+            .parse_opt("UNIX_SOCKET_MODE", |v| {
+                u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| "octal permissions such as 660 or 600".into())
+            })
+            .unwrap_or(0o660);
+        let http2 = r.boolean("HTTP2").unwrap_or(false);
         let workers = r
             .parse_opt("WEB_CONCURRENCY", |v| {
                 v.parse::<usize>()
@@ -389,6 +427,12 @@ impl Config {
             host_is_default: host.is_none(),
             host: host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             port,
+            port_is_explicit,
+            inherited_fds,
+            inherited_fd_names,
+            unix_socket,
+            unix_socket_mode,
+            http2,
             workers,
             shutdown_timeout,
             shutdown_delay,
@@ -422,6 +466,37 @@ impl Config {
             ("LOG_FORMAT", "text"),
         ]))
         .expect("the test configuration is valid")
+    }
+}
+
+impl Config {
+    /// Whether to bind `HOST`:`PORT`: always, unless only a unix socket was
+    /// asked for (`UNIX_SOCKET` set and `PORT` not).
+    pub fn serve_tcp(&self) -> bool {
+        self.unix_socket.is_none() || self.port_is_explicit
+    }
+}
+
+/// systemd's socket-activation protocol: `LISTEN_FDS` sockets from fd 3,
+/// meant for us when `LISTEN_PID` is our pid or (systemfd `--no-pid`) unset.
+fn inherited_fds(r: &mut Reader<'_>) -> Vec<i32> {
+    /// SD_LISTEN_FDS_START in sd-daemon.h.
+    const FIRST_FD: i32 = 3;
+    let count = r.parse_opt("LISTEN_FDS", |v| {
+        v.parse::<i32>()
+            .ok()
+            .filter(|n| (0..=64).contains(n))
+            .ok_or_else(|| "a count of inherited sockets from 0 to 64".into())
+    });
+    let pid = r.parse_opt("LISTEN_PID", |v| {
+        v.parse::<u32>()
+            .map_err(|_| "the process id the sockets are meant for".into())
+    });
+    match (count, pid) {
+        (Some(n), Some(pid)) if pid == std::process::id() => (FIRST_FD..FIRST_FD + n).collect(),
+        (Some(n), None) => (FIRST_FD..FIRST_FD + n).collect(),
+        // Meant for another process (a parent that did not clear them).
+        _ => Vec::new(),
     }
 }
 
@@ -547,6 +622,9 @@ mod tests {
         assert_eq!(c.platform, Platform::Local);
         assert!(c.workers >= 1);
         assert!(!c.test_routes);
+        assert!(c.inherited_fds.is_empty());
+        assert!(c.serve_tcp());
+        assert!(!c.http2);
 
         let run = config(&[("K_SERVICE", "pb")]).unwrap();
         assert_eq!(run.shutdown_timeout, Duration::from_secs(8));
@@ -696,6 +774,34 @@ mod tests {
             assert!(vars.contains(&v), "{v} not in {vars:?}");
         }
         assert!(err.to_string().contains(r#""nope" is not one"#), "{err}");
+    }
+
+    #[test]
+    fn inherited_sockets_follow_the_systemd_protocol() {
+        let ours = std::process::id().to_string();
+        let c = config(&[("LISTEN_FDS", "2"), ("LISTEN_PID", &ours)]).unwrap();
+        assert_eq!(c.inherited_fds, [3, 4]);
+        let c = config(&[("LISTEN_FDS", "1")]).unwrap();
+        assert_eq!(c.inherited_fds, [3], "systemfd --no-pid");
+        let c = config(&[("LISTEN_FDS", "1"), ("LISTEN_PID", "1")]).unwrap();
+        assert!(c.inherited_fds.is_empty(), "meant for pid 1, not us");
+        assert!(config(&[("LISTEN_FDS", "many")]).is_err());
+    }
+
+    #[test]
+    fn a_unix_socket_alone_means_no_tcp() {
+        let c = config(&[("UNIX_SOCKET", "/tmp/pb.sock")]).unwrap();
+        assert!(!c.serve_tcp());
+        assert_eq!(c.unix_socket_mode, 0o660);
+        let c = config(&[
+            ("UNIX_SOCKET", "/tmp/pb.sock"),
+            ("PORT", "8080"),
+            ("UNIX_SOCKET_MODE", "600"),
+        ])
+        .unwrap();
+        assert!(c.serve_tcp());
+        assert_eq!(c.unix_socket_mode, 0o600);
+        assert!(config(&[("UNIX_SOCKET_MODE", "999")]).is_err());
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub const DOCS_PATH: &str = "/docs/";
         description = "A port-bound web service: it is its own HTTP server, takes its port \
                        from `PORT`, and starts unchanged on Heroku, Fly.io, Cloud Run, Railway \
                        and Render. Every error is `application/problem+json` (RFC 9457) and \
-                       every response carries `X-Request-ID`."
+                       every response carries `X-Request-ID`. `GET /ws/echo` is a WebSocket \
+                       echo (not listed below, as OpenAPI cannot describe WebSockets) that \
+                       closes with code 1001 when the server drains."
     ),
     paths(health::root, health::healthz, health::readyz, info::info, echo::echo),
     components(schemas(ProblemDetails, FieldError)),

@@ -6,7 +6,7 @@
 //! `serve` takes the signals over and runs the sequence platforms expect.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
@@ -19,6 +19,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::Config;
 use crate::error::{ApiError, json_error};
+use crate::listener::Listeners;
 use crate::state::AppState;
 use crate::telemetry::RequestContext;
 
@@ -115,9 +116,14 @@ fn metrics_app(
 pub struct Server {
     pub server: actix_web::dev::Server,
     pub state: AppState,
+    /// The TCP addresses served (the real ports, also with `PORT=0`).
     pub addrs: Vec<SocketAddr>,
+    /// Where every listener came from, for the startup log.
+    pub origins: Vec<String>,
     /// The Prometheus listener, when `METRICS_PORT` is set.
     pub metrics: Option<(actix_web::dev::Server, SocketAddr)>,
+    /// Unix socket files to remove once the server has stopped.
+    pub socket_files: Vec<crate::listener::SocketFile>,
 }
 
 impl Server {
@@ -129,12 +135,19 @@ impl Server {
 /// Builds the `HttpServer` on listeners that are already bound (and the
 /// metrics listener, if configured). Nothing runs until the returned servers
 /// are awaited (or spawned).
-pub fn build(config: &Config, listeners: Vec<TcpListener>) -> io::Result<Server> {
-    let addrs = listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<io::Result<Vec<_>>>()?;
-    let state = AppState::new(config, addrs.clone());
+pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
+    let addrs = listeners.tcp_addrs()?;
+    let mut shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    for l in &listeners.unix {
+        if let Some(p) = l
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+        {
+            shown.push(format!("unix:{p}"));
+        }
+    }
+    let state = AppState::new(config, shown, addrs.iter().map(SocketAddr::port).collect());
     if config.metrics_port.is_some() {
         crate::telemetry::metrics::install();
     }
@@ -156,19 +169,30 @@ pub fn build(config: &Config, listeners: Vec<TcpListener>) -> io::Result<Server>
         // so it can count what it cuts; actix checks once a second.
         .shutdown_timeout(config.shutdown_timeout.as_secs() + 1)
         .disable_signals();
-    for listener in listeners {
-        http = http.listen(listener)?;
+    let Listeners {
+        tcp,
+        unix,
+        socket_files,
+        origins,
+    } = listeners;
+    for listener in tcp {
+        http = if config.http2 {
+            // HTTP/2 with prior knowledge (Cloud Run's end-to-end HTTP/2,
+            // gRPC-style clients) and HTTP/1.1, told apart by the preface.
+            http.listen_auto_h2c(listener)?
+        } else {
+            http.listen(listener)?
+        };
+    }
+    for listener in unix {
+        http = http.listen_uds(listener)?;
     }
 
     let metrics = match config.metrics_port {
         None => None,
         Some(port) => {
-            let listener = crate::listener::bind_listeners(&Config {
-                port,
-                ..config.clone()
-            })
-            .map_err(|e| io::Error::other(format!("METRICS_PORT: {e}")))?
-            .remove(0);
+            let listener = crate::listener::bind_host_port(config, port)
+                .map_err(|e| io::Error::other(format!("METRICS_PORT: {e}")))?;
             let addr = listener.local_addr()?;
             let metrics_state = state.clone();
             let server = HttpServer::new(move || metrics_app(metrics_state.clone()))
@@ -185,7 +209,9 @@ pub fn build(config: &Config, listeners: Vec<TcpListener>) -> io::Result<Server>
         server: http.run(),
         state,
         addrs,
+        origins,
         metrics,
+        socket_files,
     })
 }
 
@@ -256,6 +282,8 @@ pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
     if let Some(m) = metrics {
         drop(m.stop(false));
     }
+    // Unix socket files go with the server (the drop removes them).
+    drop(server.socket_files);
     result
 }
 
@@ -333,7 +361,14 @@ fn forced(name: &str, signal: i32, drain: &crate::state::DrainState) -> Shutdown
 /// The one startup line operators look for, and the links a developer clicks.
 pub fn log_startup(config: &Config, server: &Server) {
     let addrs = &server.addrs;
-    let listening: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let mut listening: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    listening.extend(
+        server
+            .origins
+            .iter()
+            .filter(|o| o.starts_with("unix:"))
+            .map(|o| o.split(' ').next().unwrap_or(o).to_owned()),
+    );
     log::info!(
         "portbound {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
          after a {} s delay",
@@ -359,6 +394,12 @@ pub fn log_startup(config: &Config, server: &Server) {
         } else {
             log::info!("health: {base}/healthz (docs are off: DOCS_ENABLED=false)");
         }
+    }
+    for origin in &server.origins {
+        log::info!("listener {origin}");
+    }
+    if config.http2 {
+        log::info!("HTTP/2 with prior knowledge (h2c) is on beside HTTP/1.1 (HTTP2)");
     }
     if let Some((_, addr)) = &server.metrics {
         log::info!("metrics: http://{addr}/metrics");

@@ -1,7 +1,6 @@
 //! State shared by every worker: the drain flag and in-flight count the
 //! shutdown sequence and readiness read, and the facts `/api/v1/info` shows.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -81,7 +80,10 @@ pub struct ServiceFacts {
     pub version: &'static str,
     pub platform: Platform,
     pub instance: InstanceFacts,
-    pub listeners: Vec<SocketAddr>,
+    /// Every listener, as shown to operators (`[::]:5000`, `unix:/run/x`).
+    pub listeners: Vec<String>,
+    /// The bound TCP ports.
+    pub ports: Vec<u16>,
     pub workers: usize,
     pub started: Instant,
 }
@@ -109,7 +111,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, listeners: Vec<SocketAddr>) -> AppState {
+    pub fn new(config: &Config, listeners: Vec<String>, ports: Vec<u16>) -> AppState {
         AppState {
             drain: DrainState::default(),
             probes: Probes::new(&config.services),
@@ -128,6 +130,7 @@ impl AppState {
                 platform: config.platform,
                 instance: config.instance.clone(),
                 listeners,
+                ports,
                 workers: config.workers,
                 started: Instant::now(),
             }),

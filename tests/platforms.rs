@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
 use utoipa::OpenApi;
 
+use common::nginx::{nginx_conf, start_nginx};
 use common::{DEADLINE, Process, Response, run_binary, scratch_dir, spawn_binary_with};
 
 // ---------------------------------------------------------------------------
@@ -1223,62 +1224,6 @@ fn compose_healthchecks_pass_against_each_service() {
 // nginx in front of two instances
 // ---------------------------------------------------------------------------
 
-/// nginx as a child; stopped (gracefully, then for good) when dropped.
-struct Nginx(Process);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // TERM lets the master take its workers down with it.
-        let _ = Command::new("kill")
-            .args(["-s", "TERM", &self.0.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.0.child.try_wait(), Ok(None)) {
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// deploy/nginx/nginx.conf with the substitutions of deploy/README.md.
-fn nginx_conf(upstreams: &[u16], listen: u16, dir: &Path) -> String {
-    let mut conf = read("deploy/nginx/nginx.conf");
-    let mut replace_once = |from: &str, to: &str| {
-        assert_eq!(conf.matches(from).count(), 1, "{from:?} must occur once");
-        conf = conf.replace(from, to);
-    };
-    let servers: Vec<String> = upstreams
-        .iter()
-        .map(|p| format!("server 127.0.0.1:{p} max_fails=3 fail_timeout=10s;"))
-        .collect();
-    replace_once(
-        "server api:5000 max_fails=3 fail_timeout=10s;",
-        &servers.join("\n        "),
-    );
-    replace_once("listen 80;", &format!("listen 127.0.0.1:{listen};"));
-    replace_once("listen [::]:80;", "");
-    assert!(conf.contains("/tmp/"));
-    conf.replace("/tmp/", &format!("{}/", dir.display()))
-}
-
-fn start_nginx(dir: &Path) -> Nginx {
-    let conf = dir.join("nginx.conf");
-    let child = Command::new("nginx")
-        .arg("-e")
-        .arg("stderr")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf)
-        .args(["-g", "daemon off;"])
-        .stdin(Stdio::null())
-        // Ours, so nginx can reopen it as /dev/stdout for the access log.
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nginx");
-    Nginx(Process::from_child(child))
-}
-
 /// GET over an open keep-alive connection.
 fn get_on(stream: &mut TcpStream, path: &str, request_id: &str) -> Response {
     write!(
@@ -1301,18 +1246,7 @@ fn nginx_conf_balances_two_instances_and_passes_the_request_id() {
     let mut nginx = start_nginx(&dir);
     let addr = SocketAddr::from(([127, 0, 0, 1], listen));
 
-    let deadline = Instant::now() + DEADLINE;
-    while !matches!(try_get(addr, "/healthz"), Ok(r) if r.status == 200) {
-        if let Some(status) = nginx.0.child.try_wait().unwrap() {
-            panic!("nginx exited ({status}):\n{}", nginx.0.stderr());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nginx never answered:\n{}",
-            nginx.0.stderr()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    nginx.wait_answering(addr, "/healthz");
 
     // One client connection; nginx spreads its requests over the upstreams.
     let mut stream = TcpStream::connect(addr).unwrap();

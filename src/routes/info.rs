@@ -63,8 +63,8 @@ pub async fn info(state: web::Data<AppState>) -> HttpResponse {
         version: facts.version,
         platform: facts.platform,
         instance: facts.instance.clone(),
-        listeners: facts.listeners.iter().map(|a| a.to_string()).collect(),
-        ports: facts.listeners.iter().map(|a| a.port()).collect(),
+        listeners: facts.listeners.clone(),
+        ports: facts.ports.clone(),
         workers: facts.workers,
         uptime_seconds: facts.started.elapsed().as_secs(),
         services: state

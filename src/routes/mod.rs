@@ -5,6 +5,7 @@ pub mod echo;
 pub mod health;
 pub mod info;
 pub mod testing;
+pub mod ws;
 
 use actix_web::{HttpResponse, Resource, web};
 
@@ -59,6 +60,9 @@ pub fn route_label(match_name: Option<&str>, path: &str) -> &'static str {
     {
         return route.path;
     }
+    if match_name == Some(ws::PATH) {
+        return ws::PATH;
+    }
     if path == crate::openapi::SPEC_PATH {
         crate::openapi::SPEC_PATH
     } else if path == "/docs" || path.starts_with("/docs/") {
@@ -79,6 +83,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, test_routes: bool) {
             ));
         cfg.service(resource);
     }
+    // Not in `routes()`: that table is the OpenAPI-documented list, and
+    // OpenAPI cannot describe a WebSocket.
+    cfg.service(
+        web::resource(ws::PATH)
+            .name(ws::PATH)
+            .route(web::get().to(ws::echo))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::method_not_allowed("GET"))
+            })),
+    );
     if test_routes {
         testing::configure(cfg);
     }

@@ -64,10 +64,11 @@ pub fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet])
         forwarded_scheme: None,
         via_trusted_proxy: false,
     };
-    let Some(peer_ip) = peer_ip else {
-        return untrusted;
-    };
-    if !is_trusted(peer_ip, trusted) {
+    // No peer address: a unix socket, which only local processes allowed by
+    // its file permissions can reach (nginx in front): a trusted proxy.
+    if let Some(ip) = peer_ip
+        && !is_trusted(ip, trusted)
+    {
         return untrusted;
     }
 
@@ -91,7 +92,7 @@ pub fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet])
     for hop in hops.iter().rev() {
         match parse_node(hop) {
             Some(ip) => {
-                client = ip;
+                client = Some(ip);
                 if !is_trusted(ip, trusted) {
                     break;
                 }
@@ -100,7 +101,7 @@ pub fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet])
         }
     }
     ClientInfo {
-        ip: Some(client),
+        ip: client,
         forwarded_scheme: forwarded_proto.and_then(|p| match p.to_ascii_lowercase().as_str() {
             "https" => Some(Scheme::Https),
             "http" => Some(Scheme::Http),

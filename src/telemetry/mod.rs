@@ -233,9 +233,10 @@ where
             if settings.force_https {
                 headers.insert(HSTS.0, HSTS.1);
             }
-            if draining {
+            if draining && head.status != StatusCode::SWITCHING_PROTOCOLS {
                 // Ask the client (or the router) to open its next connection
-                // elsewhere: we are about to go away.
+                // elsewhere: we are about to go away. (Not on an upgrade: the
+                // WebSocket closes itself with 1001 on drain.)
                 head.set_connection_type(ConnectionType::Close);
             }
             drop(guard);
