@@ -25,7 +25,9 @@ use serde_norway::Value as Yaml;
 use utoipa::OpenApi;
 
 use common::nginx::{nginx_conf, start_nginx};
-use common::{DEADLINE, Process, Response, run_binary, scratch_dir, spawn_binary_with};
+use common::{
+    DEADLINE, Process, Response, run_binary, scratch_dir, slow_request, spawn_binary_with,
+};
 
 // ---------------------------------------------------------------------------
 // Reading the manifests
@@ -202,19 +204,6 @@ fn assert_200(p: &Process, path: &str, who: &str) -> Response {
     let res = common::get(p.addr(), path);
     assert_eq!(res.status, 200, "{who}: GET {path}: {}", res.text());
     res
-}
-
-/// Starts a slow request in a thread and returns once the server has it.
-fn slow_request(p: &Process, ms: u64) -> thread::JoinHandle<std::io::Result<Response>> {
-    let addr = p.addr();
-    let handle = thread::spawn(move || {
-        common::raw(
-            addr,
-            format!("GET /__test/slow?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-        )
-    });
-    p.wait_for_log("test slow request started");
-    handle
 }
 
 /// Sends `signal` (`SIGTERM` or `TERM`) during a slow request of `ms`: the

@@ -6,23 +6,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Process, Response, get, spawn_binary, wait_refused};
-
-/// Starts a slow request in a thread and returns once the server has it.
-fn slow_request(p: &Process, ms: u64) -> thread::JoinHandle<std::io::Result<Response>> {
-    let addr = p.addr();
-    let handle = thread::spawn(move || {
-        common::raw(
-            addr,
-            format!("GET /__test/slow?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-        )
-    });
-    p.wait_for_log("test slow request started");
-    handle
-}
+use common::{get, slow_request, spawn_binary, wait_refused};
 
 fn drains_on(signal: &str) {
     let mut p = spawn_binary(&[("SHUTDOWN_TIMEOUT", "10")]);

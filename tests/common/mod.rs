@@ -476,3 +476,17 @@ pub fn read_repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
+
+/// Starts a slow request (the test-only `/__test/slow` route) in a thread and
+/// returns once the server has it in flight.
+pub fn slow_request(p: &Process, ms: u64) -> std::thread::JoinHandle<std::io::Result<Response>> {
+    let addr = p.addr();
+    let handle = std::thread::spawn(move || {
+        raw(
+            addr,
+            format!("GET /__test/slow?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        )
+    });
+    p.wait_for_log("test slow request started");
+    handle
+}
