@@ -215,6 +215,10 @@ pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
     })
 }
 
+/// Time between pausing the accept loop and the graceful stop, for
+/// connections accepted just before the pause to send their first request.
+const ACCEPT_SETTLE: Duration = Duration::from_millis(100);
+
 /// How a stop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
@@ -319,6 +323,23 @@ async fn drain_on_signal(
         }
     }
 
+    // Stop accepting first, then let connections accepted a moment ago send
+    // their request before the graceful stop: actix closes a connection that
+    // has not sent a request yet as idle, and one accepted just before the
+    // stop would otherwise be closed with no answer. When the listening
+    // socket is shared (systemd, a handover), the kernel queue now feeds the
+    // other process instead.
+    // The command is processed by the server future, so poll it meanwhile.
+    let paused = handle.pause();
+    tokio::select! {
+        res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+        _ = paused => {}
+    }
+    tokio::select! {
+        res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+        _ = actix_rt::time::sleep(ACCEPT_SETTLE) => {}
+        (name, signal) = signals.next() => return Ok(forced(name, signal, &drain)),
+    }
     log::info!(
         "listener closed; waiting for {} in-flight request(s)",
         drain.in_flight()
@@ -361,14 +382,19 @@ fn forced(name: &str, signal: i32, drain: &crate::state::DrainState) -> Shutdown
 /// The one startup line operators look for, and the links a developer clicks.
 pub fn log_startup(config: &Config, server: &Server) {
     let addrs = &server.addrs;
-    let mut listening: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-    listening.extend(
-        server
-            .origins
-            .iter()
-            .filter(|o| o.starts_with("unix:"))
-            .map(|o| o.split(' ').next().unwrap_or(o).to_owned()),
-    );
+    let listening: Vec<String> = server
+        .state
+        .facts
+        .listeners
+        .iter()
+        .map(|l| {
+            if l.starts_with("unix:") {
+                l.clone()
+            } else {
+                format!("http://{l}")
+            }
+        })
+        .collect();
     log::info!(
         "portbound {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
          after a {} s delay",
