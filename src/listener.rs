@@ -30,6 +30,20 @@ pub struct Listeners {
     pub socket_files: Vec<SocketFile>,
     /// Where each listener came from, for the startup log.
     pub origins: Vec<String>,
+    /// Handles on the sockets this process bound itself (not inherited ones,
+    /// which another process may share), to stop the kernel accepting on
+    /// them the moment the drain closes the listener.
+    pub owned: Vec<Socket>,
+}
+
+/// Makes the kernel refuse new connections on sockets this process owns:
+/// a client (or a proxy such as nginx) gets "connection refused", which it
+/// retries elsewhere for any method, instead of a connection that is
+/// completed by the kernel and then reset unanswered.
+pub fn stop_accepting(owned: &[Socket]) {
+    for socket in owned {
+        let _ = socket.shutdown(std::net::Shutdown::Read);
+    }
 }
 
 impl Listeners {
@@ -126,6 +140,9 @@ pub fn bind_listeners(config: &Config) -> Result<Listeners, BindError> {
             source,
         })?;
         out.origins.push(format!("http://{addr} (HOST and PORT)"));
+        if let Ok(handle) = listener.try_clone() {
+            out.owned.push(handle.into());
+        }
         out.tcp.push(listener);
     }
     if let Some(path) = &config.unix_socket {
@@ -135,6 +152,9 @@ pub fn bind_listeners(config: &Config) -> Result<Listeners, BindError> {
             path.display(),
             config.unix_socket_mode
         ));
+        if let Ok(handle) = listener.try_clone() {
+            out.owned.push(handle.into());
+        }
         out.unix.push(listener);
         out.socket_files.push(file);
     }

@@ -124,6 +124,9 @@ pub struct Server {
     pub metrics: Option<(actix_web::dev::Server, SocketAddr)>,
     /// Unix socket files to remove once the server has stopped.
     pub socket_files: Vec<crate::listener::SocketFile>,
+    /// The sockets this process bound itself, shut for new connections when
+    /// the listener closes.
+    pub owned_sockets: Vec<socket2::Socket>,
 }
 
 impl Server {
@@ -174,6 +177,7 @@ pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
         unix,
         socket_files,
         origins,
+        owned,
     } = listeners;
     for listener in tcp {
         http = if config.http2 {
@@ -212,6 +216,7 @@ pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
         origins,
         metrics,
         socket_files,
+        owned_sockets: owned,
     })
 }
 
@@ -282,7 +287,15 @@ pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
         actix_rt::spawn(m);
         handle
     });
-    let result = drain_on_signal(config, server.server, handle, &server.state, &mut signals).await;
+    let result = drain_on_signal(
+        config,
+        server.server,
+        handle,
+        &server.state,
+        &server.owned_sockets,
+        &mut signals,
+    )
+    .await;
     if let Some(m) = metrics {
         drop(m.stop(false));
     }
@@ -296,6 +309,7 @@ async fn drain_on_signal(
     server: actix_web::dev::Server,
     handle: ServerHandle,
     state: &AppState,
+    owned_sockets: &[socket2::Socket],
     signals: &mut StopSignals,
 ) -> io::Result<Shutdown> {
     let drain = state.drain.clone();
@@ -329,11 +343,16 @@ async fn drain_on_signal(
     // stop would otherwise be closed with no answer. When the listening
     // socket is shared (systemd, a handover), the kernel queue now feeds the
     // other process instead.
+    // New connections are refused from here on (a proxy retries those
+    // elsewhere, whatever the method); a socket shared with another process
+    // keeps accepting there.
+    crate::listener::stop_accepting(owned_sockets);
     // The command is processed by the server future, so poll it meanwhile.
     let paused = handle.pause();
     tokio::select! {
         res = &mut running => { res?; return Ok(Shutdown::Stopped) }
         _ = paused => {}
+        (name, signal) = signals.next() => return Ok(forced(name, signal, &drain)),
     }
     tokio::select! {
         res = &mut running => { res?; return Ok(Shutdown::Stopped) }
@@ -438,9 +457,4 @@ pub fn log_startup(config: &Config, server: &Server) {
             s.variable
         );
     }
-}
-
-/// Budget check used by the manifests' tests: the whole stop sequence.
-pub fn stop_budget(config: &Config) -> Duration {
-    config.shutdown_delay + config.shutdown_timeout
 }
