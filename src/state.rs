@@ -1,8 +1,8 @@
 //! State shared by every worker: the drain flag and in-flight count the
 //! shutdown sequence and readiness read, and the facts `/api/v1/info` shows.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -19,7 +19,10 @@ pub struct DrainState(Arc<DrainInner>);
 #[derive(Debug, Default)]
 struct DrainInner {
     draining: AtomicBool,
-    in_flight: AtomicUsize,
+    /// One counter per worker (each touched by its own thread only, so
+    /// counting a request bounces no cache line between cores); summed
+    /// when someone asks.
+    counters: Mutex<Vec<Arc<AtomicUsize>>>,
     /// Wakes long-lived connections (WebSockets) when the drain begins.
     started: tokio::sync::Notify,
 }
@@ -53,24 +56,46 @@ impl DrainState {
         self.0.draining.load(Ordering::Relaxed)
     }
 
+    /// Requests in flight, over every worker.
     pub fn in_flight(&self) -> usize {
-        self.0.in_flight.load(Ordering::Relaxed)
+        self.counters()
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
+    /// A counter for one worker's requests.
+    pub fn counter(&self) -> InFlightCounter {
+        let counter = Arc::new(AtomicUsize::new(0));
+        self.counters().push(counter.clone());
+        InFlightCounter(counter)
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Vec<Arc<AtomicUsize>>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.0.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One worker's in-flight count.
+#[derive(Debug, Clone)]
+pub struct InFlightCounter(Arc<AtomicUsize>);
+
+impl InFlightCounter {
     /// Counts a request as in flight until the guard is dropped.
     pub fn track(&self) -> InFlightGuard {
-        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard(self.clone())
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self.0.clone())
     }
 }
 
 /// Decrements the in-flight count when the request is done (or dropped).
 #[derive(Debug)]
-pub struct InFlightGuard(DrainState);
+pub struct InFlightGuard(Arc<AtomicUsize>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -145,8 +170,9 @@ mod tests {
     #[test]
     fn guards_count_requests_in_flight() {
         let drain = DrainState::default();
-        let a = drain.track();
-        let b = drain.track();
+        let (w1, w2) = (drain.counter(), drain.counter());
+        let a = w1.track();
+        let b = w2.track();
         assert_eq!(drain.in_flight(), 2);
         drop(a);
         assert_eq!(drain.in_flight(), 1);

@@ -104,7 +104,9 @@ pub fn method_label(m: &Method) -> &'static str {
     }
 }
 
-type Key = (&'static str, &'static str, u16);
+/// Labels by address: the route and method labels are `&'static str`s, so
+/// their pointers identify them without hashing their text per request.
+type Key = (usize, usize, u16);
 
 thread_local! {
     static HANDLES: RefCell<HashMap<Key, (Counter, Histogram)>> = RefCell::new(HashMap::new());
@@ -114,7 +116,8 @@ thread_local! {
 pub fn record(route: &'static str, method: &'static str, status: u16, elapsed: Duration) {
     HANDLES.with(|h| {
         let mut h = h.borrow_mut();
-        let (c, hist) = h.entry((route, method, status)).or_insert_with(|| {
+        let key = (route.as_ptr() as usize, method.as_ptr() as usize, status);
+        let (c, hist) = h.entry(key).or_insert_with(|| {
             let labels = [
                 ("method", method.to_owned()),
                 ("route", route.to_owned()),

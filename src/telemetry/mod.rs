@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
@@ -35,6 +35,14 @@ pub use request_id::RequestId;
 /// itself refuses a head over 128 KiB (and more than 96 headers) with a bare
 /// 431; common proxies stop at 8 to 32 KiB, and so do we, with a problem body.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// A request announces a body with a length or a transfer encoding.
+fn has_body(headers: &header::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
 
 fn header_bytes(headers: &header::HeaderMap) -> usize {
     headers
@@ -86,6 +94,7 @@ where
         logging::start_worker_flusher();
         ready(Ok(RequestContextService {
             service: Rc::new(service),
+            in_flight: self.drain.counter(),
             drain: self.drain.clone(),
             settings: self.settings.clone(),
         }))
@@ -94,14 +103,14 @@ where
 
 pub struct RequestContextService<S> {
     service: Rc<S>,
+    in_flight: crate::state::InFlightCounter,
     drain: DrainState,
     settings: Arc<RequestSettings>,
 }
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
-/// Security headers on every response. The CSP lets Swagger UI (same-origin
-/// scripts; inline styles and data: images) work and nothing else.
+/// Security headers on every response.
 const NOSNIFF: (HeaderName, HeaderValue) = (
     header::X_CONTENT_TYPE_OPTIONS,
     HeaderValue::from_static("nosniff"),
@@ -110,7 +119,14 @@ const REFERRER: (HeaderName, HeaderValue) = (
     header::REFERRER_POLICY,
     HeaderValue::from_static("no-referrer"),
 );
-const CSP: (HeaderName, HeaderValue) = (
+/// The API answers JSON that no browser should render or frame.
+const CSP_API: (HeaderName, HeaderValue) = (
+    header::CONTENT_SECURITY_POLICY,
+    HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+);
+/// Swagger UI: same-origin scripts, inline styles and data: images, nothing
+/// else.
+const CSP_DOCS: (HeaderName, HeaderValue) = (
     header::CONTENT_SECURITY_POLICY,
     HeaderValue::from_static(
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
@@ -136,7 +152,7 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
-        let guard = self.drain.track();
+        let guard = self.in_flight.track();
         let drain = self.drain.clone();
         let settings = self.settings.clone();
         let id = RequestId::from_headers(req.headers());
@@ -170,11 +186,19 @@ where
             ext.insert(id.clone());
             ext.insert(client);
         }
+        // REQUEST_TIMEOUT bounds what actix does not: reading a body. A
+        // request without one is bounded by actix's 5 s head timeout and our
+        // handlers' own speed, and is spared the cost of arming a timer.
+        let timeout = if has_body(req.headers()) {
+            settings.request_timeout
+        } else {
+            Duration::ZERO
+        };
+        let docs = req.path().starts_with("/docs");
         let fut = WithRequestId {
             id: id.header_value(),
             inner: self.service.call(req),
         };
-        let timeout = settings.request_timeout;
 
         Box::pin(async move {
             let outcome = if timeout.is_zero() {
@@ -229,7 +253,8 @@ where
             headers.insert(request_id::X_REQUEST_ID, id.header_value());
             headers.insert(NOSNIFF.0, NOSNIFF.1);
             headers.insert(REFERRER.0, REFERRER.1);
-            headers.insert(CSP.0, CSP.1);
+            let csp = if docs { &CSP_DOCS } else { &CSP_API };
+            headers.insert(csp.0.clone(), csp.1.clone());
             if settings.force_https {
                 headers.insert(HSTS.0, HSTS.1);
             }
