@@ -9,7 +9,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{FORWARDED, HeaderMap, HeaderName};
+
+// Looked up by prepared name: a `&str` would be parsed and checked on every
+// request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 use ipnet::IpNet;
 
 /// `http` or `https`, as the client used it.
@@ -72,16 +78,16 @@ pub fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet])
         return untrusted;
     }
 
-    let (hops, forwarded_proto) = if headers.contains_key("forwarded") {
+    let (hops, forwarded_proto) = if headers.contains_key(FORWARDED) {
         forwarded(headers)
     } else {
-        let mut hops = list(headers, "x-forwarded-for");
+        let mut hops = list(headers, &X_FORWARDED_FOR);
         if hops.is_empty()
-            && let Some(real) = headers.get("x-real-ip").and_then(|v| v.to_str().ok())
+            && let Some(real) = headers.get(X_REAL_IP).and_then(|v| v.to_str().ok())
         {
             hops.push(real.trim().to_owned());
         }
-        let proto = list(headers, "x-forwarded-proto").pop();
+        let proto = list(headers, &X_FORWARDED_PROTO).pop();
         (hops, proto)
     };
 
@@ -112,7 +118,7 @@ pub fn resolve(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet])
 }
 
 /// Every comma-separated value of every `name` header, in order.
-fn list(headers: &HeaderMap, name: &str) -> Vec<String> {
+fn list(headers: &HeaderMap, name: &HeaderName) -> Vec<String> {
     headers
         .get_all(name)
         .filter_map(|v| v.to_str().ok())
@@ -127,7 +133,7 @@ fn list(headers: &HeaderMap, name: &str) -> Vec<String> {
 fn forwarded(headers: &HeaderMap) -> (Vec<String>, Option<String>) {
     let mut hops = Vec::new();
     let mut proto = None;
-    for element in list(headers, "forwarded") {
+    for element in list(headers, &FORWARDED) {
         let mut element_proto = None;
         for pair in element.split(';') {
             let Some((key, value)) = pair.split_once('=') else {

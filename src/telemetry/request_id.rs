@@ -14,7 +14,10 @@ pub const MAX_LEN: usize = 200;
 
 /// Headers an id is taken from, in order: Heroku (and most proxies, nginx's
 /// `$request_id` included), then Railway.
-const ID_HEADERS: [&str; 2] = ["x-request-id", "x-railway-request-id"];
+const ID_HEADERS: [HeaderName; 2] = [
+    X_REQUEST_ID,
+    HeaderName::from_static("x-railway-request-id"),
+];
 
 /// The id of one request, kept in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +28,7 @@ impl RequestId {
     /// Run sends no request id; its trace id (from `traceparent` or
     /// `X-Cloud-Trace-Context`) identifies the request there.
     pub fn from_headers(headers: &HeaderMap) -> RequestId {
-        for name in ID_HEADERS {
+        for name in &ID_HEADERS {
             if let Some(v) = headers.get(name)
                 && is_well_formed(v.as_bytes())
             {

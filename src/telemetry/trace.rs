@@ -2,11 +2,14 @@
 //! (`00-TRACEID-SPANID-FLAGS`) and Google's `X-Cloud-Trace-Context`
 //! (`TRACEID/SPANID;o=1`).
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_CLOUD_TRACE_CONTEXT: HeaderName = HeaderName::from_static("x-cloud-trace-context");
 
 /// The 32-hex-digit trace id, if a trace header carries a valid one.
 pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
-    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+    if let Some(tp) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
         let mut parts = tp.split('-');
         if let (Some(_version), Some(id)) = (parts.next(), parts.next())
             && is_trace_id(id)
@@ -15,7 +18,7 @@ pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
         }
     }
     let cloud = headers
-        .get("x-cloud-trace-context")
+        .get(X_CLOUD_TRACE_CONTEXT)
         .and_then(|v| v.to_str().ok())?;
     let id = cloud.split('/').next()?;
     is_trace_id(id).then_some(id)
