@@ -484,6 +484,15 @@ fn severity(level: Level) -> &'static str {
 
 fn push_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
     match ip {
+        // The common case, without core::fmt: four integers and three dots.
+        Some(IpAddr::V4(v4)) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
         Some(ip) => {
             let _ = write!(out, "{ip}");
         }

@@ -39,14 +39,15 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
-            // Histograms keep raw samples until upkeep folds them in; without
-            // scrapes that would grow with every request.
+            // Histograms keep raw samples (16 bytes each) until upkeep folds
+            // them in: every second, so at ~90k requests a second they hold
+            // about 1.5 MB rather than the 7 MB five seconds would.
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()
                 .name("metrics-upkeep".into())
                 .spawn(move || {
                     loop {
-                        std::thread::sleep(Duration::from_secs(5));
+                        std::thread::sleep(Duration::from_secs(1));
                         upkeep.run_upkeep();
                     }
                 });
