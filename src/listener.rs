@@ -58,12 +58,6 @@ impl Listeners {
 #[derive(Debug)]
 pub struct SocketFile(PathBuf);
 
-impl SocketFile {
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
 impl Drop for SocketFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);

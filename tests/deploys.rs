@@ -188,9 +188,9 @@ const LOAD_REQUESTS_PER_CLIENT: usize = 60_000;
 /// a 2-core machine room for nginx and two instances.
 const PACE: Duration = Duration::from_millis(2);
 
-/// What one client thread saw.
+/// What one client thread saw, and (summed by `Load::finish`) all of them.
 #[derive(Default)]
-struct ClientReport {
+struct LoadReport {
     sent: usize,
     completed: usize,
     by_kind: [usize; 3],
@@ -203,7 +203,7 @@ struct Load {
     stop: Arc<AtomicBool>,
     completed: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
-    clients: Vec<JoinHandle<ClientReport>>,
+    clients: Vec<JoinHandle<LoadReport>>,
     started: Instant,
 }
 
@@ -220,7 +220,7 @@ impl Load {
             .map(|c| {
                 let (stop, completed, failed) = (stop.clone(), completed.clone(), failed.clone());
                 thread::spawn(move || {
-                    let mut report = ClientReport::default();
+                    let mut report = LoadReport::default();
                     let mut conn: Option<TcpStream> = None;
                     for i in 0..LOAD_REQUESTS_PER_CLIENT {
                         if stop.load(Ordering::Relaxed) || started.elapsed() > LOAD_TIME_LIMIT {
@@ -324,15 +324,6 @@ impl Drop for Load {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-#[derive(Default)]
-struct LoadReport {
-    sent: usize,
-    completed: usize,
-    by_kind: [usize; 3],
-    failures: Vec<String>,
-    info_ports: Vec<(Instant, u16)>,
 }
 
 /// Access lines an instance wrote (every request it answered, probes aside).
