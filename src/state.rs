@@ -82,19 +82,12 @@ impl DrainState {
 pub struct InFlightCounter(Arc<AtomicUsize>);
 
 impl InFlightCounter {
-    /// Counts a request as in flight until the guard is dropped.
-    pub fn track(&self) -> InFlightGuard {
+    /// Counts a request in; [`InFlightCounter::leave`] counts it out.
+    pub fn enter(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard(self.0.clone())
     }
-}
 
-/// Decrements the in-flight count when the request is done (or dropped).
-#[derive(Debug)]
-pub struct InFlightGuard(Arc<AtomicUsize>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
+    pub fn leave(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -168,15 +161,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn guards_count_requests_in_flight() {
+    fn every_workers_requests_count_in_flight() {
         let drain = DrainState::default();
         let (w1, w2) = (drain.counter(), drain.counter());
-        let a = w1.track();
-        let b = w2.track();
+        w1.enter();
+        w2.enter();
+        w2.enter();
+        assert_eq!(drain.in_flight(), 3);
+        w2.leave();
         assert_eq!(drain.in_flight(), 2);
-        drop(a);
-        assert_eq!(drain.in_flight(), 1);
-        drop(b);
+        w1.leave();
+        w2.leave();
         assert_eq!(drain.in_flight(), 0);
     }
 

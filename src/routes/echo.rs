@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldError, ProblemDetails};
-use crate::telemetry::{ClientInfo, RequestId};
+use crate::telemetry::RequestInfo;
 
 /// The longest message accepted, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 1000;
@@ -130,9 +130,9 @@ pub async fn echo(
             }],
         ));
     }
-    let ext = req.extensions();
-    let request_id = ext.get::<RequestId>().map(|id| id.to_string());
-    let client = ext.get::<ClientInfo>().copied();
+    let info = req.extensions().get::<RequestInfo>().cloned();
+    let request_id = info.as_ref().map(|i| i.id.to_string());
+    let client = info.map(|i| i.client);
     Ok(HttpResponse::Ok().json(EchoResponse {
         message,
         length,

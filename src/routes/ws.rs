@@ -10,7 +10,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::error::ApiError;
 use crate::state::{AppState, DrainState};
-use crate::telemetry::{ClientInfo, RequestId, logging};
+use crate::telemetry::{RequestId, RequestInfo, logging};
 
 /// Where the endpoint is mounted (not in the OpenAPI paths: OpenAPI cannot
 /// describe a WebSocket, so the spec's description mentions it instead).
@@ -52,19 +52,16 @@ pub async fn echo(
             "the server is draining and accepts no new WebSocket connections; connect again",
         ));
     }
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .cloned()
-        .unwrap_or_else(RequestId::generate);
+    let info = req.extensions().get::<RequestInfo>().cloned();
+    let id = info
+        .as_ref()
+        .map_or_else(RequestId::generate, |i| i.id.clone());
     let (response, session, stream) = match actix_ws::handle(&req, body) {
         Ok(parts) => parts,
         Err(err) => return Ok(handshake_problem(&err, &id)),
     };
-    let client = req
-        .extensions()
-        .get::<ClientInfo>()
-        .and_then(|c| c.ip)
+    let client = info
+        .and_then(|i| i.client.ip)
         .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     log::debug!("websocket connected from {client}");
     let stream = stream.max_frame_size(MAX_MESSAGE_BYTES);
@@ -110,7 +107,7 @@ fn handshake_problem(err: &actix_web::Error, id: &RequestId) -> HttpResponse {
 /// Logs with the connection's request id: the session outlives the request,
 /// so its lines would otherwise carry none.
 fn log_for(id: &RequestId, f: impl FnOnce()) {
-    logging::with_request_id(&id.header_value(), f);
+    logging::with_request_id(id.header(), f);
 }
 
 /// How a session ended, for the log.

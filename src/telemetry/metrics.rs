@@ -110,7 +110,8 @@ pub fn method_label(m: &Method) -> &'static str {
 type Key = (usize, usize, u16);
 
 thread_local! {
-    static HANDLES: RefCell<HashMap<Key, (Counter, Histogram)>> = RefCell::new(HashMap::new());
+    static HANDLES: RefCell<HashMap<Key, (Counter, Histogram), foldhash::fast::FixedState>> =
+        RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::default()));
 }
 
 /// Counts one request. `route` is a route pattern (bounded), never a raw path.

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::body::{BodySize, EitherBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::error::InternalError;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, StatusCode, Version};
@@ -36,14 +36,6 @@ pub use request_id::RequestId;
 /// 431; common proxies stop at 8 to 32 KiB, and so do we, with a problem body.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// A request announces a body with a length or a transfer encoding.
-fn has_body(headers: &header::HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-}
-
 fn header_bytes(headers: &header::HeaderMap) -> usize {
     headers
         .iter()
@@ -53,7 +45,7 @@ fn header_bytes(headers: &header::HeaderMap) -> usize {
 
 fn with_id<B>(mut res: ServiceResponse<B>, id: &RequestId) -> ServiceResponse<B> {
     res.headers_mut()
-        .insert(request_id::X_REQUEST_ID, id.header_value());
+        .insert(request_id::X_REQUEST_ID, id.header().clone());
     res
 }
 
@@ -93,22 +85,36 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         logging::start_worker_flusher();
         ready(Ok(RequestContextService {
-            service: Rc::new(service),
-            in_flight: self.drain.counter(),
-            drain: self.drain.clone(),
-            settings: self.settings.clone(),
+            service,
+            shared: Rc::new(Shared {
+                in_flight: self.drain.counter(),
+                drain: self.drain.clone(),
+                settings: self.settings.clone(),
+            }),
         }))
     }
 }
 
 pub struct RequestContextService<S> {
-    service: Rc<S>,
+    service: S,
+    shared: Rc<Shared>,
+}
+
+/// What the requests of one worker share. A request holds it through a
+/// non-atomic reference count.
+struct Shared {
     in_flight: crate::state::InFlightCounter,
     drain: DrainState,
     settings: Arc<RequestSettings>,
 }
 
-type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+/// What the middleware learned about a request: its one extension, which
+/// handlers read.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub id: RequestId,
+    pub client: ClientInfo,
+}
 
 /// Security headers on every response.
 const NOSNIFF: (HeaderName, HeaderValue) = (
@@ -146,16 +152,14 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = RequestContextFuture<S::Future, B>;
 
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
-        let guard = self.in_flight.track();
-        let drain = self.drain.clone();
-        let settings = self.settings.clone();
-        let id = RequestId::from_headers(req.headers());
+        let settings = &self.shared.settings;
+        let (id, origin) = RequestId::with_origin(req.headers());
         let client =
             client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
 
@@ -166,7 +170,7 @@ where
             )
             .to_response(Some(id.as_str()));
             let res = req.into_response(res).map_into_right_body();
-            return Box::pin(ready(Ok(with_id(res, &id))));
+            return RequestContextFuture::answered(with_id(res, &id));
         }
 
         if settings.force_https
@@ -178,133 +182,251 @@ where
                 .insert_header((header::LOCATION, location))
                 .finish();
             let res = req.into_response(res).map_into_right_body();
-            return Box::pin(ready(Ok(with_id(res, &id))));
+            return RequestContextFuture::answered(with_id(res, &id));
         }
 
-        {
-            let mut ext = req.extensions_mut();
-            ext.insert(id.clone());
-            ext.insert(client);
-        }
+        req.extensions_mut().insert(RequestInfo {
+            id: id.clone(),
+            client,
+        });
         // REQUEST_TIMEOUT bounds what actix does not: reading a body. A
         // request without one is bounded by actix's 5 s head timeout and our
         // handlers' own speed, and is spared the cost of arming a timer.
-        let timeout = if has_body(req.headers()) {
-            settings.request_timeout
-        } else {
-            Duration::ZERO
-        };
+        let timeout = settings.request_timeout;
+        let has_body = !matches!(req.parts().1, Payload::None);
+        let deadline = (has_body && !timeout.is_zero()).then(|| actix_rt::time::sleep(timeout));
         let docs = req.path().starts_with("/docs");
-        let fut = WithRequestId {
-            id: id.header_value(),
-            inner: self.service.call(req),
+        self.shared.in_flight.enter();
+        let finish = Finish {
+            shared: self.shared.clone(),
+            id,
+            origin,
+            client,
+            start,
+            timeout,
+            docs,
+        };
+        RequestContextFuture {
+            state: State::Serving {
+                inner: self.service.call(req),
+                deadline,
+                finish: Some(finish),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request through the middleware: the handler's future, made the
+    /// current request for logging while polled, with its panics caught and
+    /// its body's deadline kept; then the response finished.
+    pub struct RequestContextFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        // Answered without calling the handler (431, the https redirect).
+        Answered {
+            res: Option<ServiceResponse<EitherBody<B>>>,
+        },
+        Serving {
+            #[pin]
+            inner: F,
+            // REQUEST_TIMEOUT, armed for requests with a body only.
+            #[pin]
+            deadline: Option<actix_rt::time::Sleep>,
+            finish: Option<Finish>,
+        },
+    }
+}
+
+impl<F, B> RequestContextFuture<F, B> {
+    fn answered(res: ServiceResponse<EitherBody<B>>) -> Self {
+        RequestContextFuture {
+            state: State::Answered { res: Some(res) },
+        }
+    }
+}
+
+const POLLED_AFTER_COMPLETION: &str = "a request future polled after completion";
+
+impl<F, B> Future for RequestContextFuture<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+    B: MessageBody + 'static,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Answered { res } => {
+                Poll::Ready(Ok(res.take().expect(POLLED_AFTER_COMPLETION)))
+            }
+            StateProj::Serving {
+                inner,
+                deadline,
+                finish,
+            } => {
+                let id = &finish.as_ref().expect(POLLED_AFTER_COMPLETION).id;
+                let polled = logging::with_request_id(id.header(), || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+                });
+                let outcome = match polled {
+                    Ok(Poll::Ready(out)) => Outcome::Done(out),
+                    Err(payload) => Outcome::Panicked(panic_message(&payload)),
+                    Ok(Poll::Pending) => {
+                        let expired = deadline.as_pin_mut().is_some_and(|d| d.poll(cx).is_ready());
+                        if !expired {
+                            return Poll::Pending;
+                        }
+                        Outcome::TimedOut
+                    }
+                };
+                let finish = finish.take().expect(POLLED_AFTER_COMPLETION);
+                Poll::Ready(finish.complete(outcome))
+            }
+        }
+    }
+}
+
+/// How a handler's future ended.
+enum Outcome<B> {
+    Done(Result<ServiceResponse<B>, Error>),
+    /// The handler panicked (with this message).
+    Panicked(String),
+    /// REQUEST_TIMEOUT passed first; the request went with the handler's
+    /// future.
+    TimedOut,
+}
+
+/// What a request needs once its handler has answered. The request counts
+/// as in flight until this is dropped: when the response is finished, or
+/// when the client goes away and actix drops the request's future.
+struct Finish {
+    shared: Rc<Shared>,
+    id: RequestId,
+    origin: request_id::Origin,
+    client: ClientInfo,
+    start: Instant,
+    timeout: Duration,
+    docs: bool,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.shared.in_flight.leave();
+    }
+}
+
+impl Finish {
+    /// The response the client gets: a problem body for errors, our
+    /// headers, then the metrics and the access line.
+    fn complete<B: MessageBody + 'static>(
+        self,
+        outcome: Outcome<B>,
+    ) -> Result<ServiceResponse<EitherBody<B>>, Error> {
+        let id = &self.id;
+        let mut res = match outcome {
+            Outcome::Done(Ok(res)) => render_problem(res, id),
+            Outcome::Done(Err(err)) => {
+                // Only a middleware inside this one returns `Err` (handler
+                // errors arrive as responses).
+                let problem = problem_for(&err, err.as_response_error().status_code());
+                return Err(answered_without_request(problem, id, err.to_string()));
+            }
+            Outcome::Panicked(panic) => {
+                // actix alone would drop the connection: the client would
+                // see a reset and nothing would say why.
+                log::error!("request {id} failed: the handler panicked: {panic}");
+                let problem = ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR);
+                return Err(answered_without_request(
+                    problem,
+                    id,
+                    "handler panicked".into(),
+                ));
+            }
+            Outcome::TimedOut => {
+                let secs = self.timeout.as_secs();
+                log::warn!("request {id} timed out after {secs} s (REQUEST_TIMEOUT)");
+                let problem = ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request took longer than {secs} s to complete"),
+                );
+                return Err(answered_without_request(
+                    problem,
+                    id,
+                    "request timeout".into(),
+                ));
+            }
         };
 
-        Box::pin(async move {
-            let outcome = if timeout.is_zero() {
-                Some(fut.await)
-            } else {
-                actix_rt::time::timeout(timeout, fut).await.ok()
-            };
-            let mut res = match outcome {
-                Some(Ok(Ok(res))) => render_problem(res, &id),
-                Some(Ok(Err(err))) => {
-                    // Only a middleware inside this one returns `Err` (handler
-                    // errors arrive as responses).
-                    let problem = problem_for(&err, err.as_response_error().status_code());
-                    return Err(answered_without_request(problem, &id, err.to_string()));
-                }
-                Some(Err(panic)) => {
-                    // actix alone would drop the connection: the client would
-                    // see a reset and nothing would say why.
-                    log::error!("request {id} failed: the handler panicked: {panic}");
-                    let problem = ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR);
-                    return Err(answered_without_request(
-                        problem,
-                        &id,
-                        "handler panicked".into(),
-                    ));
-                }
-                None => {
-                    // The handler (or the client's body) took longer than
-                    // REQUEST_TIMEOUT; the request went with the dropped future.
-                    log::warn!(
-                        "request {id} timed out after {} s (REQUEST_TIMEOUT)",
-                        timeout.as_secs()
-                    );
-                    let problem = ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "the request took longer than {} s to complete",
-                            timeout.as_secs()
-                        ),
-                    );
-                    return Err(answered_without_request(
-                        problem,
-                        &id,
-                        "request timeout".into(),
-                    ));
-                }
-            };
+        let settings = &self.shared.settings;
+        let draining = self.shared.drain.is_draining();
+        let head = res.response_mut().head_mut();
+        let headers = &mut head.headers;
+        headers.insert(request_id::X_REQUEST_ID, id.header().clone());
+        headers.insert(NOSNIFF.0, NOSNIFF.1);
+        headers.insert(REFERRER.0, REFERRER.1);
+        let csp = if self.docs { &CSP_DOCS } else { &CSP_API };
+        headers.insert(csp.0.clone(), csp.1.clone());
+        if settings.force_https {
+            headers.insert(HSTS.0, HSTS.1);
+        }
+        if draining && head.status != StatusCode::SWITCHING_PROTOCOLS {
+            // Ask the client (or the router) to open its next connection
+            // elsewhere: we are about to go away. (Not on an upgrade: the
+            // WebSocket closes itself with 1001 on drain.)
+            head.set_connection_type(ConnectionType::Close);
+        }
 
-            let draining = drain.is_draining();
-            let head = res.response_mut().head_mut();
-            let headers = &mut head.headers;
-            headers.insert(request_id::X_REQUEST_ID, id.header_value());
-            headers.insert(NOSNIFF.0, NOSNIFF.1);
-            headers.insert(REFERRER.0, REFERRER.1);
-            let csp = if docs { &CSP_DOCS } else { &CSP_API };
-            headers.insert(csp.0.clone(), csp.1.clone());
-            if settings.force_https {
-                headers.insert(HSTS.0, HSTS.1);
-            }
-            if draining && head.status != StatusCode::SWITCHING_PROTOCOLS {
-                // Ask the client (or the router) to open its next connection
-                // elsewhere: we are about to go away. (Not on an upgrade: the
-                // WebSocket closes itself with 1001 on drain.)
-                head.set_connection_type(ConnectionType::Close);
-            }
-            drop(guard);
-
-            let elapsed = start.elapsed();
-            let status = res.status().as_u16();
-            let req = res.request();
-            if settings.metrics {
-                let route = crate::routes::route_label(req.match_name(), req.path());
-                metrics::record(route, metrics::method_label(req.method()), status, elapsed);
-            }
-            let probe = is_probe(req.path());
-            if logging::access_enabled(probe) {
-                let bytes = match res.response().body().size() {
-                    BodySize::Sized(n) => Some(n),
-                    BodySize::None => Some(0),
-                    BodySize::Stream => None,
-                };
-                logging::access(&logging::AccessRecord {
-                    time: SystemTime::now(),
-                    request_id: id.as_str(),
-                    client: client.ip,
-                    method: req.method().as_str(),
-                    path: req.path(),
-                    version: version_str(req.version()),
-                    status,
-                    bytes,
-                    latency: elapsed,
-                    user_agent: req
-                        .headers()
-                        .get(header::USER_AGENT)
-                        .and_then(|v| v.to_str().ok()),
-                    trace_id: trace::trace_id(req.headers()),
-                    probe,
-                });
-            }
-            if draining {
-                // Lines written during the drain must not wait for a timer
-                // that may never fire again.
-                logging::flush_thread();
-            }
-            Ok(res)
-        })
+        let elapsed = self.start.elapsed();
+        let status = res.status().as_u16();
+        let req = res.request();
+        if settings.metrics {
+            let route = crate::routes::route_label(req.match_name(), req.path());
+            metrics::record(route, metrics::method_label(req.method()), status, elapsed);
+        }
+        let probe = is_probe(req.path());
+        if logging::access_enabled(probe) {
+            let bytes = match res.response().body().size() {
+                BodySize::Sized(n) => Some(n),
+                BodySize::None => Some(0),
+                BodySize::Stream => None,
+            };
+            let trace_id = match self.origin {
+                // No trace header held a valid id when the id was made.
+                request_id::Origin::Generated => None,
+                request_id::Origin::Trace => Some(id.as_str()),
+                request_id::Origin::Header => trace::trace_id(req.headers()),
+            };
+            logging::access(&logging::AccessRecord {
+                time: SystemTime::now(),
+                request_id: id.as_str(),
+                client: self.client.ip,
+                method: req.method().as_str(),
+                path: req.path(),
+                version: version_str(req.version()),
+                status,
+                bytes,
+                latency: elapsed,
+                user_agent: req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+                trace_id,
+                probe,
+            });
+        }
+        if draining {
+            // Lines written during the drain must not wait for a timer
+            // that may never fire again.
+            logging::flush_thread();
+        }
+        Ok(res)
     }
 }
 
@@ -316,7 +438,7 @@ fn answered_without_request(problem: ApiError, id: &RequestId, cause: String) ->
     let mut res = problem.to_response(Some(id.as_str()));
     res.head_mut().set_connection_type(ConnectionType::Close);
     let headers = res.headers_mut();
-    headers.insert(request_id::X_REQUEST_ID, id.header_value());
+    headers.insert(request_id::X_REQUEST_ID, id.header().clone());
     headers.insert(NOSNIFF.0, NOSNIFF.1);
     InternalError::from_response(cause, res).into()
 }
@@ -340,34 +462,6 @@ fn https_location(req: &ServiceRequest) -> String {
         .unwrap_or("localhost");
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     format!("https://{host}{path}")
-}
-
-pin_project_lite::pin_project! {
-    /// Makes a request's id the current one while its handler is polled, so
-    /// application log lines written while serving it carry it, and turns a
-    /// panic in the handler into a value.
-    struct WithRequestId<F> {
-        id: HeaderValue,
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F: Future> Future for WithRequestId<F> {
-    /// `Err` carries the message of a panic in the handler.
-    type Output = Result<F::Output, String>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let inner = this.inner;
-        let polled = logging::with_request_id(this.id, || {
-            std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
-        });
-        match polled {
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_message(&payload))),
-        }
-    }
 }
 
 /// The text of a panic, for the log only.

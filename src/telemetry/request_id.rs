@@ -2,7 +2,10 @@
 //! formed, otherwise make a UUID v4. Ids end up in log lines, so anything
 //! outside a small safe character set is replaced, never escaped.
 
+use std::cell::RefCell;
 use std::fmt;
+
+use bytes::BytesMut;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -19,35 +22,76 @@ const ID_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-railway-request-id"),
 ];
 
-/// The id of one request, kept in the request's extensions.
+/// How many ids one arena allocation holds.
+const ARENA_IDS: usize = 128;
+
+thread_local! {
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// The id of one request. Cloning it bumps a reference count: the text is
+/// kept once, in a buffer shared with the ids made before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(HeaderValue);
+
+/// Where a request's id came from, which tells the access log whether the
+/// trace headers still need reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A router's id header: the trace headers were not read.
+    Header,
+    /// The trace id (Cloud Run): the id is the trace id.
+    Trace,
+    /// Made here: no trace header carries a valid trace id.
+    Generated,
+}
 
 impl RequestId {
     /// The incoming id when one is well formed, otherwise a new one. Cloud
     /// Run sends no request id; its trace id (from `traceparent` or
     /// `X-Cloud-Trace-Context`) identifies the request there.
     pub fn from_headers(headers: &HeaderMap) -> RequestId {
+        Self::with_origin(headers).0
+    }
+
+    /// As [`RequestId::from_headers`], and where the id came from.
+    pub fn with_origin(headers: &HeaderMap) -> (RequestId, Origin) {
         for name in &ID_HEADERS {
             if let Some(v) = headers.get(name)
                 && is_well_formed(v.as_bytes())
             {
-                return RequestId(v.clone());
+                // A slice of the request's own buffer: no copy.
+                return (RequestId(v.clone()), Origin::Header);
             }
         }
         if let Some(trace) = crate::telemetry::trace::trace_id(headers)
             && let Ok(v) = HeaderValue::from_str(trace)
         {
-            return RequestId(v);
+            return (RequestId(v), Origin::Trace);
         }
-        RequestId::generate()
+        (RequestId::generate(), Origin::Generated)
     }
 
     /// A new random id (UUID v4).
     pub fn generate() -> RequestId {
-        let mut buf = uuid::Uuid::encode_buffer();
-        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-        RequestId(HeaderValue::from_str(text).expect("a UUID is a valid header value"))
+        let mut text = uuid::Uuid::encode_buffer();
+        let text = uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut text)
+            .as_bytes();
+        let bytes = ARENA.with(|arena| {
+            let mut arena = arena.borrow_mut();
+            // Ids are carved from a per-thread buffer: one allocation per
+            // ARENA_IDS ids instead of two per id (the copy, then the shared
+            // header it is promoted to when first cloned). `reserve` reuses
+            // the buffer in place once every id carved from it is gone.
+            if arena.capacity() < text.len() {
+                arena.reserve(ARENA_IDS * text.len());
+            }
+            arena.extend_from_slice(text);
+            arena.split().freeze()
+        });
+        RequestId(HeaderValue::from_maybe_shared(bytes).expect("a UUID is a valid header value"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -55,8 +99,8 @@ impl RequestId {
         self.0.to_str().unwrap_or("-")
     }
 
-    pub fn header_value(&self) -> HeaderValue {
-        self.0.clone()
+    pub fn header(&self) -> &HeaderValue {
+        &self.0
     }
 }
 
@@ -118,6 +162,25 @@ mod tests {
             let id = RequestId::from_headers(&h);
             assert_ne!(id.as_str(), bad);
             assert_eq!(id.as_str().len(), 36, "a UUID replaces {bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_carved_from_a_reused_buffer_stay_intact() {
+        // Enough ids to fill the per-thread buffer several times over, half
+        // of them dropped along the way so the buffer can be reused.
+        let mut kept = Vec::new();
+        for i in 0..ARENA_IDS * 5 {
+            let id = RequestId::generate();
+            if i % 2 == 0 {
+                kept.push((id.as_str().to_owned(), id));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (text, id) in &kept {
+            assert_eq!(id.as_str(), text, "an id changed after it was made");
+            assert!(uuid::Uuid::parse_str(text).is_ok(), "{text}");
+            assert!(seen.insert(text.clone()), "{text} was made twice");
         }
     }
 
