@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::IpAddr;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::de::value::MapAccessDeserializer;
@@ -66,23 +67,25 @@ impl<'de> Deserialize<'de> for EchoRequest {
     "request": {"method": "POST", "path": "/api/v1/echo",
         "request_id": "0b6c8a5e-4f0e-4a4b-9d37-6a3f0c2e8b11", "client": "203.0.113.7", "scheme": "https"}
 }))]
-pub struct EchoResponse {
+pub struct EchoResponse<'a> {
     pub message: String,
     /// The message's length in characters.
     pub length: usize,
-    pub request: RequestMeta,
+    pub request: RequestMeta<'a>,
 }
 
 /// What the service saw of the request.
+// Borrowed from the request and serialized straight into the body: no copies.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RequestMeta {
-    pub method: String,
-    pub path: String,
+pub struct RequestMeta<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
     /// The request id, also sent back as `X-Request-ID`.
-    pub request_id: Option<String>,
+    pub request_id: Option<&'a str>,
     /// The client's address: the peer's, or the one a trusted proxy
     /// forwarded (`TRUSTED_PROXIES`).
-    pub client: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub client: Option<IpAddr>,
     /// `http` or `https`, as the client used it (a trusted proxy's word).
     pub scheme: &'static str,
 }
@@ -130,18 +133,17 @@ pub async fn echo(
             }],
         ));
     }
-    let info = req.extensions().get::<RequestInfo>().cloned();
-    let request_id = info.as_ref().map(|i| i.id.to_string());
-    let client = info.map(|i| i.client);
+    let ext = req.extensions();
+    let info = ext.get::<RequestInfo>();
     Ok(HttpResponse::Ok().json(EchoResponse {
         message,
         length,
         request: RequestMeta {
-            method: req.method().to_string(),
-            path: req.path().to_owned(),
-            request_id,
-            client: client.and_then(|c| c.ip).map(|ip| ip.to_string()),
-            scheme: client.map_or("http", |c| c.scheme().as_str()),
+            method: req.method().as_str(),
+            path: req.path(),
+            request_id: info.map(|i| i.id.as_str()),
+            client: info.and_then(|i| i.client.ip),
+            scheme: info.map_or("http", |i| i.client.scheme().as_str()),
         },
     }))
 }
