@@ -12,9 +12,9 @@ use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::HeaderValue;
@@ -28,10 +28,15 @@ pub const ACCESS_TARGET: &str = "portbound::access";
 /// How often workers hand their access lines to the writer.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// A worker hands its buffer over early once it holds this much.
-const BUFFER_LIMIT: usize = 16 * 1024;
+const BUFFER_LIMIT: usize = 64 * 1024;
+/// Room past the limit for the line that crosses it, so a batch is never
+/// reallocated while it is being filled.
+const BUFFER_HEADROOM: usize = 4 * 1024;
 /// Batches queued for the writer before new ones are dropped (and counted)
-/// rather than blocking a worker: 1024 batches of up to 16 KiB.
-const QUEUE_BATCHES: usize = 1024;
+/// rather than blocking a worker: 256 batches of up to 64 KiB.
+const QUEUE_BATCHES: usize = 256;
+/// Emptied batches kept for reuse.
+const SPARE_BATCHES: usize = 8;
 
 enum Msg {
     Bytes(Vec<u8>),
@@ -48,6 +53,10 @@ struct Settings {
 static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Batches the writer has emptied, for workers to fill again: a batch is
+/// allocated once rather than per hand-over, and not freed by a thread other
+/// than the one that allocated it.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Lines dropped because stdout could not keep up (also a metric).
@@ -120,6 +129,7 @@ fn write_loop(rx: Receiver<Msg>) {
             match msg {
                 Msg::Bytes(bytes) => {
                     let _ = out.write_all(&bytes);
+                    recycle(bytes);
                 }
                 Msg::Flush(ack) => {
                     let _ = out.flush();
@@ -129,6 +139,29 @@ fn write_loop(rx: Receiver<Msg>) {
             next = rx.try_recv().ok();
         }
         let _ = out.flush();
+    }
+}
+
+/// An empty batch to fill: a spare one if there is one.
+fn batch() -> Vec<u8> {
+    SPARE
+        .lock()
+        .ok()
+        .and_then(|mut spare| spare.pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUFFER_LIMIT + BUFFER_HEADROOM))
+}
+
+/// Keeps an emptied batch for reuse (application log records, sent one by
+/// one, are too small to be worth keeping).
+fn recycle(mut bytes: Vec<u8>) {
+    if bytes.capacity() < BUFFER_LIMIT {
+        return;
+    }
+    bytes.clear();
+    if let Ok(mut spare) = SPARE.lock()
+        && spare.len() < SPARE_BATCHES
+    {
+        spare.push(bytes);
     }
 }
 
@@ -145,6 +178,7 @@ fn send(bytes: Vec<u8>) {
                 b.iter().filter(|c| **c == b'\n').count() as u64,
                 Ordering::Relaxed,
             );
+            recycle(b);
         }
         Err(_) => {}
     }
@@ -176,7 +210,7 @@ impl Drop for AccessBuffer {
 }
 
 thread_local! {
-    static ACCESS: AccessBuffer = AccessBuffer(RefCell::new(Vec::with_capacity(BUFFER_LIMIT)));
+    static ACCESS: AccessBuffer = AccessBuffer(RefCell::new(batch()));
     static TICKER: Cell<bool> = const { Cell::new(false) };
     /// The request id of the request being polled on this thread.
     static CURRENT_REQUEST: RefCell<Option<HeaderValue>> = const { RefCell::new(None) };
@@ -187,7 +221,7 @@ pub fn flush_thread() {
     ACCESS.with(|b| {
         let mut buf = b.0.borrow_mut();
         if !buf.is_empty() {
-            let full = std::mem::replace(&mut *buf, Vec::with_capacity(BUFFER_LIMIT));
+            let full = std::mem::replace(&mut *buf, batch());
             send(full);
         }
     });
@@ -251,7 +285,7 @@ pub fn access(rec: &AccessRecord<'_>) {
         let mut buf = b.0.borrow_mut();
         write_access(&mut buf, settings.format, settings.project.as_deref(), rec);
         if buf.len() >= BUFFER_LIMIT {
-            let full = std::mem::replace(&mut *buf, Vec::with_capacity(BUFFER_LIMIT));
+            let full = std::mem::replace(&mut *buf, batch());
             send(full);
         }
     });
@@ -594,6 +628,41 @@ fn write_date_time(out: &mut Vec<u8>, secs: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emptied_batches_are_kept_for_reuse_and_small_ones_are_not() {
+        let spare = || {
+            SPARE
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_ptr())
+                .collect::<Vec<_>>()
+        };
+        let mut big = batch();
+        assert!(big.capacity() >= BUFFER_LIMIT + BUFFER_HEADROOM);
+        big.extend_from_slice(b"a line\n");
+        let big_ptr = big.as_ptr();
+        recycle(big);
+        assert!(spare().contains(&big_ptr), "a full-size batch is kept");
+        assert!(
+            SPARE.lock().unwrap().iter().all(Vec::is_empty),
+            "kept batches are emptied"
+        );
+
+        let small = b"one application log record\n".to_vec();
+        let small_ptr = small.as_ptr();
+        recycle(small);
+        assert!(
+            !spare().contains(&small_ptr),
+            "a small record's buffer is not kept"
+        );
+
+        for _ in 0..SPARE_BATCHES * 2 {
+            recycle(Vec::with_capacity(BUFFER_LIMIT));
+        }
+        assert!(spare().len() <= SPARE_BATCHES, "the pool is bounded");
+    }
 
     fn sample() -> AccessRecord<'static> {
         AccessRecord {
