@@ -152,6 +152,31 @@ fn a_body_dripped_one_byte_a_second_gets_408() {
 }
 
 #[test]
+fn request_timeout_bounds_requests_with_a_body_from_their_start() {
+    let p = spawn_binary(&[("REQUEST_TIMEOUT", "1")]);
+    // The whole body arrives with the head; the handler is what is slow.
+    let start = Instant::now();
+    let res = raw(
+        p.addr(),
+        b"GET /__test/slow?ms=20000 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    let elapsed = start.elapsed();
+    res.assert_problem(408);
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+    // Without a body a request is bounded by its handler alone.
+    let start = Instant::now();
+    let res = request(p.addr(), "GET", "/__test/slow?ms=1500", &[], b"");
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+    assert_still_serving(&p);
+}
+
+#[test]
 fn many_slow_clients_do_not_stop_normal_requests() {
     let p = spawn_binary(&[("WEB_CONCURRENCY", "1"), ("REQUEST_TIMEOUT", "30")]);
     let slow: Vec<TcpStream> = (0..100).map(|_| drip_body(p.addr())).collect();
