@@ -53,9 +53,10 @@ pub async fn echo(
         ));
     }
     let info = req.extensions().get::<RequestInfo>().cloned();
+    // Kept for the session's life: detached from the buffer it came from.
     let id = info
         .as_ref()
-        .map_or_else(RequestId::generate, |i| i.id.clone());
+        .map_or_else(RequestId::generate, |i| i.id.detached());
     let (response, session, stream) = match actix_ws::handle(&req, body) {
         Ok(parts) => parts,
         Err(err) => return Ok(handshake_problem(&err, &id)),

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,9 +32,12 @@ const BUFFER_LIMIT: usize = 64 * 1024;
 /// Room past the limit for the line that crosses it, so a batch is never
 /// reallocated while it is being filled.
 const BUFFER_HEADROOM: usize = 4 * 1024;
-/// Batches queued for the writer before new ones are dropped (and counted)
-/// rather than blocking a worker: 256 batches of up to 64 KiB.
-const QUEUE_BATCHES: usize = 256;
+/// Messages (access-line batches, single application records) queued for
+/// the writer before new ones are dropped (and counted) rather than
+/// blocking a worker...
+const QUEUE_BATCHES: usize = 1024;
+/// ...or bytes queued, whichever limit comes first.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Emptied batches kept for reuse.
 const SPARE_BATCHES: usize = 8;
 
@@ -53,6 +56,8 @@ struct Settings {
 static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Bytes handed to the writer and not yet written.
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
 /// Batches the writer has emptied, for workers to fill again: a batch is
 /// allocated once rather than per hand-over, and not freed by a thread other
 /// than the one that allocated it.
@@ -129,6 +134,7 @@ fn write_loop(rx: Receiver<Msg>) {
             match msg {
                 Msg::Bytes(bytes) => {
                     let _ = out.write_all(&bytes);
+                    QUEUED.fetch_sub(bytes.len(), Ordering::Relaxed);
                     recycle(bytes);
                 }
                 Msg::Flush(ack) => {
@@ -171,16 +177,25 @@ fn send(bytes: Vec<u8>) {
         let _ = std::io::stdout().write_all(&bytes);
         return;
     };
-    match sink.try_send(Msg::Bytes(bytes)) {
-        Ok(()) => {}
-        Err(TrySendError::Full(Msg::Bytes(b))) => {
-            DROPPED.fetch_add(
-                b.iter().filter(|c| **c == b'\n').count() as u64,
-                Ordering::Relaxed,
-            );
-            recycle(b);
+    let len = bytes.len();
+    let dropped = if QUEUED.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+        Some(bytes)
+    } else {
+        match sink.try_send(Msg::Bytes(bytes)) {
+            Ok(()) => None,
+            Err(TrySendError::Full(Msg::Bytes(b)) | TrySendError::Disconnected(Msg::Bytes(b))) => {
+                Some(b)
+            }
+            Err(_) => None,
         }
-        Err(_) => {}
+    };
+    if let Some(b) = dropped {
+        QUEUED.fetch_sub(len, Ordering::Relaxed);
+        DROPPED.fetch_add(
+            b.iter().filter(|c| **c == b'\n').count() as u64,
+            Ordering::Relaxed,
+        );
+        recycle(b);
     }
 }
 

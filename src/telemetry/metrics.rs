@@ -171,9 +171,9 @@ fn render_requests(out: &mut String) {
     for s in SERIES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let (buckets, nanos) = sums.entry((s.method, s.route, s.status)).or_default();
         for (sum, cell) in buckets.iter_mut().zip(&s.buckets) {
-            *sum += cell.load(Ordering::Relaxed);
+            *sum = sum.wrapping_add(cell.load(Ordering::Relaxed));
         }
-        *nanos += s.nanos.load(Ordering::Relaxed);
+        *nanos = nanos.wrapping_add(s.nanos.load(Ordering::Relaxed));
     }
     let _ = writeln!(
         out,

@@ -36,6 +36,23 @@ pub use request_id::RequestId;
 /// 431; common proxies stop at 8 to 32 KiB, and so do we, with a problem body.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// The request has a body to read. HTTP/1 says so without a lookup: actix
+/// gives a request without `Content-Length` or `Transfer-Encoding` no
+/// payload. HTTP/2 gives every request a payload stream, so there the
+/// headers decide.
+fn has_body(req: &ServiceRequest) -> bool {
+    match req.version() {
+        Version::HTTP_2 | Version::HTTP_3 => {
+            let headers = req.headers();
+            headers.contains_key(header::TRANSFER_ENCODING)
+                || headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != b"0")
+        }
+        _ => !matches!(req.parts().1, Payload::None),
+    }
+}
+
 fn header_bytes(headers: &header::HeaderMap) -> usize {
     headers
         .iter()
@@ -193,8 +210,8 @@ where
         // request without one is bounded by actix's 5 s head timeout and our
         // handlers' own speed, and is spared the cost of arming a timer.
         let timeout = settings.request_timeout;
-        let has_body = !matches!(req.parts().1, Payload::None);
-        let deadline = (has_body && !timeout.is_zero()).then(|| actix_rt::time::sleep(timeout));
+        let deadline =
+            (has_body(&req) && !timeout.is_zero()).then(|| actix_rt::time::sleep(timeout));
         let docs = req.path().starts_with("/docs");
         self.shared.in_flight.enter();
         let finish = Finish {

@@ -94,6 +94,16 @@ impl RequestId {
         RequestId(HeaderValue::from_maybe_shared(bytes).expect("a UUID is a valid header value"))
     }
 
+    /// A copy in an allocation of its own, for an id kept long (a
+    /// WebSocket session's): a clone would keep alive the buffer it was cut
+    /// from (the ids made next to it, or the request's read buffer).
+    pub fn detached(&self) -> RequestId {
+        RequestId(
+            HeaderValue::from_bytes(self.0.as_bytes())
+                .expect("a request id is a valid header value"),
+        )
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ever built from checked ASCII.
         self.0.to_str().unwrap_or("-")
@@ -182,6 +192,27 @@ mod tests {
             assert!(uuid::Uuid::parse_str(text).is_ok(), "{text}");
             assert!(seen.insert(text.clone()), "{text} was made twice");
         }
+    }
+
+    #[test]
+    fn the_buffer_is_reused_once_every_id_cut_from_it_is_gone() {
+        // Each test runs on a thread of its own: the arena starts empty.
+        let block: Vec<RequestId> = (0..ARENA_IDS).map(|_| RequestId::generate()).collect();
+        let start = block[0].as_str().as_ptr();
+        let kept = block[1].detached();
+        drop(block);
+        let next = RequestId::generate();
+        assert_eq!(
+            next.as_str().as_ptr(),
+            start,
+            "the emptied buffer was not reused"
+        );
+        assert!(uuid::Uuid::parse_str(next.as_str()).is_ok());
+        assert!(
+            uuid::Uuid::parse_str(kept.as_str()).is_ok(),
+            "a detached id lost its text"
+        );
+        assert_ne!(kept.as_str().as_ptr(), start);
     }
 
     #[test]
