@@ -52,18 +52,21 @@ pub async fn echo(
             "the server is draining and accepts no new WebSocket connections; connect again",
         ));
     }
-    let info = req.extensions().get::<RequestInfo>().cloned();
-    // Kept for the session's life: detached from the buffer it came from.
-    let id = info
-        .as_ref()
-        .map_or_else(RequestId::generate, |i| i.id.detached());
+    // The id is kept for the session's life: detached from the buffer it
+    // came from.
+    let (id, client_ip) = {
+        let ext = req.extensions();
+        let info = ext.get::<RequestInfo>();
+        (
+            info.map_or_else(RequestId::generate, |i| i.id.detached()),
+            info.and_then(|i| i.client.ip),
+        )
+    };
     let (response, session, stream) = match actix_ws::handle(&req, body) {
         Ok(parts) => parts,
         Err(err) => return Ok(handshake_problem(&err, &id)),
     };
-    let client = info
-        .and_then(|i| i.client.ip)
-        .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+    let client = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     log::debug!("websocket connected from {client}");
     let stream = stream.max_frame_size(MAX_MESSAGE_BYTES);
     actix_rt::spawn(async move {

@@ -177,8 +177,9 @@ mod tests {
 
     #[test]
     fn ids_carved_from_a_reused_buffer_stay_intact() {
-        // Enough ids to fill the per-thread buffer several times over, half
-        // of them dropped along the way so the buffer can be reused.
+        // Enough ids to span several per-thread buffers, half of them kept:
+        // each keeps its text, and no two are alike. (Reuse of an emptied
+        // buffer is the next test's.)
         let mut kept = Vec::new();
         for i in 0..ARENA_IDS * 5 {
             let id = RequestId::generate();
