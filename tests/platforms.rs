@@ -852,6 +852,21 @@ fn kubernetes_manifests_fit_the_app() {
         !cpu.is_null(),
         "resources.limits.cpu sizes the worker pool through the cgroup quota"
     );
+
+    // An HPA that scales the Deployment owns its pod count: a `replicas` in
+    // the Deployment would be re-applied over the HPA's count by every
+    // `kubectl apply` (Kubernetes' HPA documentation: remove spec.replicas).
+    let name = deployment["metadata"]["name"].as_str().unwrap();
+    let scaled_by_hpa = k8s_docs().iter().any(|d| {
+        d["kind"].as_str() == Some("HorizontalPodAutoscaler")
+            && d["spec"]["scaleTargetRef"]["kind"].as_str() == Some("Deployment")
+            && d["spec"]["scaleTargetRef"]["name"].as_str() == Some(name)
+    });
+    assert!(scaled_by_hpa, "no HPA scales Deployment {name}");
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "Deployment {name} sets spec.replicas, which fights its HPA"
+    );
 }
 
 #[test]
