@@ -610,6 +610,20 @@ fn cloud_run_container_port_matches_the_image() {
     assert!(budget < CLOUD_RUN_GRACE, "drain {budget:?} on Cloud Run");
 }
 
+/// The access-log writer and the backing-service prober run between requests,
+/// so the revision must keep its CPU outside requests: instance-based
+/// billing, `run.googleapis.com/cpu-throttling: "false"`.
+#[test]
+fn cloud_run_keeps_the_cpu_for_the_log_writer_and_the_prober() {
+    let service = yaml("deploy/cloudrun/service.yaml");
+    let annotations = &service["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations["run.googleapis.com/cpu-throttling"].as_str(),
+        Some("false"),
+        "request-based billing throttles the CPU between requests: {annotations:?}"
+    );
+}
+
 #[test]
 fn cloud_run_revision_answers_its_probes_and_drains_within_10s() {
     let container = cloud_run_container();
