@@ -33,6 +33,7 @@ pub const VARIABLES: &[&str] = &[
     "WEB_CONCURRENCY",
     "SHUTDOWN_TIMEOUT",
     "SHUTDOWN_DELAY",
+    "RAILWAY_DEPLOYMENT_DRAINING_SECONDS",
     "KEEP_ALIVE",
     "RUST_LOG",
     "LOG_FORMAT",
@@ -279,6 +280,9 @@ pub struct Config {
     /// Test-only routes (a slow endpoint for the drain tests). Never set it in
     /// production.
     pub test_routes: bool,
+    /// Settings that are valid but will hurt on this platform, each a whole
+    /// sentence naming the variable and what to set. Logged once at start.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -306,6 +310,21 @@ impl Config {
                 .ok_or_else(|| format!("whole seconds from 0 to {MAX_SECONDS}"))
         });
         let defaults = platform.defaults(railway_draining);
+        let mut warnings = Vec::new();
+        // Railway's draining time is a variable the service sets itself, not
+        // one Railway injects ("user-provided configuration" in
+        // https://docs.railway.com/reference/variables), and it defaults to 0.
+        if platform == Platform::Railway && railway_draining.unwrap_or(0) == 0 {
+            warnings.push(format!(
+                "RAILWAY_DEPLOYMENT_DRAINING_SECONDS is {}: Railway sends SIGKILL right after \
+                 SIGTERM, so in-flight requests will be cut instead of drained; set the service \
+                 variable RAILWAY_DEPLOYMENT_DRAINING_SECONDS=30 (.railway/railway.ts does)",
+                match env.get("RAILWAY_DEPLOYMENT_DRAINING_SECONDS") {
+                    Some(v) if !v.trim().is_empty() => format!("{v:?}"),
+                    _ => "not set".to_owned(),
+                }
+            ));
+        }
 
         let host = r.parse_opt("HOST", parse_host);
         let port = r
@@ -452,6 +471,7 @@ impl Config {
             cors_allowed_origins,
             google_cloud_project,
             test_routes,
+            warnings,
         })
     }
 
@@ -636,6 +656,27 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(railway.shutdown_timeout, Duration::from_secs(55));
+        assert!(railway.warnings.is_empty(), "{:?}", railway.warnings);
+    }
+
+    #[test]
+    fn railway_without_a_draining_time_is_warned_about_once() {
+        for draining in [None, Some("0")] {
+            let mut vars = vec![("RAILWAY_SERVICE_NAME", "pb")];
+            vars.extend(draining.map(|v| ("RAILWAY_DEPLOYMENT_DRAINING_SECONDS", v)));
+            let c = config(&vars).unwrap();
+            assert_eq!(c.warnings.len(), 1, "{draining:?}: {:?}", c.warnings);
+            let w = &c.warnings[0];
+            assert!(
+                w.starts_with("RAILWAY_DEPLOYMENT_DRAINING_SECONDS is "),
+                "{w}"
+            );
+            assert!(w.contains("SIGKILL right after SIGTERM"), "{w}");
+            assert!(w.contains("RAILWAY_DEPLOYMENT_DRAINING_SECONDS=30"), "{w}");
+        }
+        // Elsewhere the variable means nothing, so its absence is no warning.
+        assert!(config(&[]).unwrap().warnings.is_empty());
+        assert!(config(&[("DYNO", "web.1")]).unwrap().warnings.is_empty());
     }
 
     #[test]

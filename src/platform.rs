@@ -141,9 +141,10 @@ impl Platform {
             // Cloud Run: SIGTERM, then SIGKILL 10 s later.
             // https://cloud.google.com/run/docs/container-contract#instance-shutdown
             Platform::CloudRun => (8, 0),
-            // Railway: SIGKILL at 0 s unless drainingSeconds is set; the
-            // shipped railway.json sets 30, so we drain for 25 there.
-            // https://docs.railway.com/reference/deployment-teardown
+            // Railway: SIGKILL at 0 s unless the service sets
+            // RAILWAY_DEPLOYMENT_DRAINING_SECONDS; the shipped
+            // .railway/railway.ts sets 30, so we drain for 25 there.
+            // https://docs.railway.com/reference/variables
             Platform::Railway => (
                 railway_draining_secs
                     .map(|s| s.saturating_sub(RAILWAY_DRAIN_MARGIN_SECS).max(1))

@@ -425,6 +425,9 @@ pub fn log_startup(config: &Config, server: &Server) {
         config.shutdown_timeout.as_secs(),
         config.shutdown_delay.as_secs(),
     );
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     if let Some(addr) = addrs.first() {
         let host = match addr.ip() {
             ip if ip.is_unspecified() || ip.is_loopback() => "localhost".to_owned(),

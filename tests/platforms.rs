@@ -653,11 +653,64 @@ fn cloud_run_revision_answers_its_probes_and_drains_within_10s() {
 // Railway
 // ---------------------------------------------------------------------------
 
-fn railway_env(railway: &Json) -> Vec<(String, String)> {
-    let draining = railway["deploy"]["drainingSeconds"]
-        .as_u64()
-        .expect("drainingSeconds must be a JSON number (Railway rejects a string)")
-        .to_string();
+/// What `.railway/railway.ts` tells Railway about the service.
+#[derive(Debug, PartialEq, Eq)]
+struct RailwayService {
+    builder: String,
+    dockerfile: String,
+    healthcheck_path: String,
+    healthcheck_timeout: u64,
+    /// The service variables it sets, by name.
+    variables: Vec<(String, String)>,
+}
+
+/// The file is a TypeScript program: `cargo test` reads its literal settings
+/// from the source, and `railway_ts_type_checks_and_evaluates_to_what_the_tests_read`
+/// (ignored: it needs npm) runs the program and proves the two readings agree.
+fn railway_service() -> RailwayService {
+    let source = read(".railway/railway.ts");
+    // `key: "value"` or `key: 123`, outside comments.
+    let code: String = source
+        .lines()
+        .map(|l| l.split("//").next().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let value = |key: &str| -> String {
+        let at = code
+            .find(&format!("{key}:"))
+            .unwrap_or_else(|| panic!(".railway/railway.ts: no {key}"));
+        let rest = code[at + key.len() + 1..].trim_start();
+        let end = rest.find([',', '\n', '}']).unwrap_or(rest.len());
+        rest[..end].trim().trim_matches('"').to_owned()
+    };
+    let number = |key: &str| -> u64 {
+        value(key)
+            .parse()
+            .unwrap_or_else(|_| panic!(".railway/railway.ts: {key} must be a number literal"))
+    };
+    let block = code
+        .split_once("variables: {")
+        .expect(".railway/railway.ts: a variables block")
+        .1;
+    let block = &block[..block.find('}').unwrap()];
+    let variables = block
+        .split(',')
+        .filter_map(|pair| pair.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect();
+    RailwayService {
+        builder: value("builder"),
+        dockerfile: value("dockerfilePath"),
+        healthcheck_path: value("healthcheck"),
+        healthcheck_timeout: number("healthcheckTimeout"),
+        variables,
+    }
+}
+
+/// The variables a Railway deployment of this service sees: the ones Railway
+/// injects (https://docs.railway.com/reference/variables) and the service's
+/// own from `.railway/railway.ts`.
+fn railway_env(service: &RailwayService) -> Vec<(String, String)> {
     let mut env = pairs(&[
         ("RAILWAY_SERVICE_NAME", "portbound"),
         ("RAILWAY_ENVIRONMENT_NAME", "production"),
@@ -665,52 +718,150 @@ fn railway_env(railway: &Json) -> Vec<(String, String)> {
         ("RAILWAY_REPLICA_ID", "b6a1-replica"),
         ("RAILWAY_REPLICA_REGION", "us-west2"),
     ]);
-    env.push(("RAILWAY_DEPLOYMENT_DRAINING_SECONDS".into(), draining));
+    env.extend(service.variables.iter().cloned());
     env
 }
 
 #[test]
-fn railway_json_builds_the_dockerfile_and_drains_longer_than_the_app() {
-    let railway = json("railway.json");
+fn railway_builds_the_dockerfile_and_drains_longer_than_the_app() {
+    let railway = railway_service();
+    assert_eq!(railway.builder, "DOCKERFILE");
     assert!(
-        railway["$schema"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("https://railway.")),
-        "$schema: {}",
-        railway["$schema"]
+        repo(&railway.dockerfile).is_file(),
+        "{}",
+        railway.dockerfile
     );
-    assert_eq!(railway["build"]["builder"], "DOCKERFILE");
-    let dockerfile = railway["build"]["dockerfilePath"]
-        .as_str()
-        .unwrap_or("Dockerfile");
-    assert!(repo(dockerfile).is_file(), "{dockerfile}");
+    assert!(
+        !repo("railway.json").exists() && !repo("railway.toml").exists(),
+        "Railway stopped reading Config as Code on 2026-12-01; .railway/railway.ts replaces it"
+    );
 
-    let draining = Duration::from_secs(railway["deploy"]["drainingSeconds"].as_u64().unwrap());
+    // Railway injects no draining time: unless the service sets it, SIGKILL
+    // follows SIGTERM at once.
+    let draining = railway
+        .variables
+        .iter()
+        .find(|(k, _)| k == "RAILWAY_DEPLOYMENT_DRAINING_SECONDS")
+        .map(|(_, v)| v.parse::<u64>().expect("whole seconds"))
+        .expect("the service must set RAILWAY_DEPLOYMENT_DRAINING_SECONDS");
     let budget = drain_budget(&railway_env(&railway));
     assert!(
-        draining > budget,
-        "drainingSeconds {draining:?} must exceed the app's drain ({budget:?})"
+        Duration::from_secs(draining) > budget,
+        "RAILWAY_DEPLOYMENT_DRAINING_SECONDS {draining} must exceed the app's drain ({budget:?})"
     );
 }
 
 #[test]
-fn railway_deployment_passes_its_healthcheck_in_time() {
-    let railway = json("railway.json");
-    let path = railway["deploy"]["healthcheckPath"]
-        .as_str()
-        .expect("healthcheckPath");
-    let timeout = Duration::from_secs(
-        railway["deploy"]["healthcheckTimeout"]
-            .as_u64()
-            .unwrap_or(300),
-    );
+fn railway_deployment_passes_its_healthcheck_in_time_and_warns_of_nothing() {
+    let railway = railway_service();
     let env = [run_env(&[], &[]), railway_env(&railway)].concat();
-    let (p, booted) = boot("railway", &env, path);
+    let (p, booted) = boot("railway", &env, &railway.healthcheck_path);
+    let timeout = Duration::from_secs(railway.healthcheck_timeout);
     assert!(booted < timeout, "healthcheck passed after {booted:?}");
-    assert_200(&p, path, "railway healthcheckPath");
+    assert_200(&p, &railway.healthcheck_path, "railway healthcheck");
     let info = info(&p);
     assert_eq!(info["platform"], "railway", "{info}");
     assert_eq!(info["instance"]["instance"], "b6a1-replica", "{info}");
+    let log = p.stdout();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && !l.contains("PORTBOUND_TEST_ROUTES"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn railway_without_its_draining_variable_warns_once_at_start() {
+    let railway = railway_service();
+    let env: Vec<(String, String)> = [run_env(&[], &[]), railway_env(&railway)]
+        .concat()
+        .into_iter()
+        .filter(|(k, _)| k != "RAILWAY_DEPLOYMENT_DRAINING_SECONDS")
+        .collect();
+    let (p, _) = boot("railway-no-drain", &env, &railway.healthcheck_path);
+    let warning = p.wait_for_log("RAILWAY_DEPLOYMENT_DRAINING_SECONDS");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("SIGKILL right after SIGTERM"), "{warning}");
+    assert!(
+        warning.contains("RAILWAY_DEPLOYMENT_DRAINING_SECONDS=30"),
+        "{warning}"
+    );
+    // The startup lines are all out once / answers.
+    assert_200(&p, "/", "railway");
+    let log = p.stdout();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("RAILWAY_DEPLOYMENT_DRAINING_SECONDS"))
+        .count();
+    assert_eq!(lines, 1, "{log}");
+}
+
+#[test]
+#[ignore = "needs npm (Railway's IaC types, from the npm registry): run by .ci/run"]
+fn railway_ts_type_checks_and_evaluates_to_what_the_tests_read() {
+    let dir = scratch_dir("railway-ts");
+    std::fs::create_dir_all(dir.join(".railway")).unwrap();
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "tsconfig.json",
+        "evaluate.mts",
+    ] {
+        std::fs::copy(repo(&format!("tests/railway/{file}")), dir.join(file)).unwrap();
+    }
+    std::fs::copy(repo(".railway/railway.ts"), dir.join(".railway/railway.ts")).unwrap();
+    let run = |program: &str, args: &[&str]| -> String {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    run(
+        "npm",
+        &["ci", "--no-audit", "--no-fund", "--loglevel=error"],
+    );
+    // Railway's own types: a misspelt option or a string where a number
+    // belongs fails here.
+    run("npx", &["--no-install", "tsc", "-p", "."]);
+    let evaluated: Json =
+        serde_json::from_str(&run("npx", &["--no-install", "tsx", "evaluate.mts"])).unwrap();
+
+    let resources = evaluated["resources"].as_array().expect("resources");
+    assert_eq!(resources.len(), 1, "{evaluated}");
+    let service = &resources[0];
+    assert_eq!(service["type"], "service", "{service}");
+    let variables = service["variables"]
+        .as_object()
+        .expect("variables")
+        .iter()
+        .map(|(k, v)| {
+            assert_eq!(v["type"], "literal", "{k}: {v}");
+            (k.clone(), v["value"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let as_railway_sees_it = RailwayService {
+        builder: service["build"]["builder"].as_str().unwrap().to_owned(),
+        dockerfile: service["build"]["dockerfilePath"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        healthcheck_path: service["deploy"]["healthcheckPath"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        healthcheck_timeout: service["deploy"]["healthcheckTimeout"].as_u64().unwrap(),
+        variables,
+    };
+    assert_eq!(as_railway_sees_it, railway_service());
+    assert_eq!(service["deploy"]["restartPolicyType"], "ON_FAILURE");
 }
 
 // ---------------------------------------------------------------------------
@@ -1321,10 +1472,9 @@ fn manifest_probe_paths() -> Vec<(String, String)> {
     {
         add("fly.toml checks", check["path"].as_str());
     }
-    let railway = json("railway.json");
     add(
-        "railway.json",
-        railway["deploy"]["healthcheckPath"].as_str(),
+        ".railway/railway.ts",
+        Some(railway_service().healthcheck_path.as_str()),
     );
     add(
         "render.yaml",
@@ -1363,6 +1513,7 @@ fn manifest_variables() -> Vec<(String, String)> {
         app["env"].as_object().unwrap().keys().cloned().collect(),
     );
     add("fly.toml", names(fly_env(&toml("fly.toml"))));
+    add(".railway/railway.ts", names(railway_service().variables));
     add(
         "render.yaml",
         names(env_list(&render_web_service()["envVars"], "key")),
