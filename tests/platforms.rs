@@ -24,6 +24,7 @@ use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
 use utoipa::OpenApi;
 
+use common::dockerfile::{Dockerfile, Stage, command_line, exec_form};
 use common::nginx::{nginx_conf, start_nginx};
 use common::{
     DEADLINE, Process, Response, run_binary, scratch_dir, slow_request, spawn_binary_with,
@@ -270,17 +271,11 @@ const HEROKU_BOOT_DEADLINE: Duration = Duration::from_secs(60);
 const HEROKU_GRACE: Duration = Duration::from_secs(30);
 
 #[test]
-fn heroku_runs_the_procfile_web_command_binds_port_at_once_and_drains_on_sigterm() {
-    let procfile = read("Procfile");
-    let web = procfile
-        .lines()
-        .find_map(|l| l.strip_prefix("web:"))
-        .expect("a web: process in Procfile")
-        .trim();
-    let mut argv = web.split_whitespace();
-    // emk/rust runs `cargo build --release`, so that is where the binary is.
-    assert_eq!(argv.next(), Some("./target/release/portbound"), "{web}");
-    let args: Vec<&str> = argv.collect();
+fn heroku_runs_the_image_command_binds_port_at_once_and_drains_on_sigterm() {
+    // heroku.yml has no `run:`, so a web dyno runs the image's command line
+    // (ENTRYPOINT + CMD) with Heroku's PORT and DYNO.
+    let argv = command_line(&docker_image().stage);
+    let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
 
     let port = common::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -309,49 +304,19 @@ fn heroku_runs_the_procfile_web_command_binds_port_at_once_and_drains_on_sigterm
 }
 
 #[test]
-fn heroku_toolchain_is_pinned_to_a_release_the_crate_and_image_agree_on() {
-    let toolchain = toml("rust-toolchain.toml");
-    let channel = toolchain["toolchain"]["channel"]
-        .as_str()
-        .expect("toolchain.channel");
-    let parts: Vec<&str> = channel.split('.').collect();
-    assert!(
-        (2..=3).contains(&parts.len()) && parts.iter().all(|p| p.parse::<u32>().is_ok()),
-        "channel {channel:?} must be a concrete release like 1.95.0, not stable/nightly"
-    );
-    let release = |v: &str| -> (u32, u32) {
-        let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap());
-        (it.next().unwrap(), it.next().unwrap())
-    };
-    let cargo = toml("Cargo.toml");
-    let msrv = cargo["package"]["rust-version"]
-        .as_str()
-        .expect("rust-version");
-    assert!(
-        release(channel) >= release(msrv),
-        "toolchain {channel} is older than rust-version {msrv}"
-    );
-    let (major, minor) = release(channel);
-    let builder = &dockerfile()
-        .into_iter()
-        .find(|(kw, _)| kw == "FROM")
-        .expect("a FROM")
-        .1;
-    assert!(
-        builder.contains(&format!("rust-{major}.{minor}")),
-        "the Docker builder image {builder:?} must use Rust {major}.{minor} like rust-toolchain.toml"
-    );
-}
-
-#[test]
-fn heroku_app_json_uses_the_rust_buildpack_and_a_web_formation() {
+fn heroku_app_json_describes_the_container_app_and_its_variables() {
     let app = json("app.json");
-    let buildpacks = app["buildpacks"].as_array().expect("buildpacks");
+    // The container stack builds heroku.yml's Dockerfile; a buildpack or a
+    // Heroku CI script here would describe a build that does not happen.
+    assert!(app.get("buildpacks").is_none(), "{}", app["buildpacks"]);
     assert!(
-        buildpacks.iter().any(|b| b["url"]
-            .as_str()
-            .is_some_and(|u| u.contains("emk/rust") || u.contains("emk/heroku-buildpack-rust"))),
-        "{buildpacks:?}"
+        app.get("environments").is_none(),
+        "environments.test would run on a buildpack build, and there is none: {}",
+        app["environments"]
+    );
+    assert!(
+        !repo("Procfile").exists(),
+        "the container stack ignores a Procfile; heroku.yml and the image's CMD decide"
     );
     assert!(
         app["formation"]["web"]["quantity"]
@@ -386,11 +351,10 @@ fn heroku_container_stack_builds_the_shared_dockerfile() {
         .as_str()
         .expect("build.docker.web");
     assert!(repo(dockerfile).is_file(), "{dockerfile} does not exist");
-    // Without `run:` the image's ENTRYPOINT is the command, so the binary is
-    // PID 1 and gets SIGTERM itself.
+    // Without `run:` Heroku runs the image's CMD, which the test above plays.
     assert!(
         heroku.get("run").is_none(),
-        "heroku.yml should not wrap the entrypoint"
+        "heroku.yml should not wrap the image's command"
     );
 }
 
@@ -1076,34 +1040,9 @@ fn kubernetes_pod_answers_its_probes_and_turns_unready_before_it_stops() {
 // Docker
 // ---------------------------------------------------------------------------
 
-/// The Dockerfile's instructions as (KEYWORD, arguments): comments dropped,
-/// backslash continuations joined.
-fn dockerfile() -> Vec<(String, String)> {
-    let mut instructions = Vec::new();
-    let mut current = String::new();
-    for line in read("Dockerfile").lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(start) = line.strip_suffix('\\') {
-            current.push_str(start);
-            current.push(' ');
-            continue;
-        }
-        current.push_str(line);
-        let (keyword, args) = current
-            .split_once(char::is_whitespace)
-            .unwrap_or((&current, ""));
-        instructions.push((keyword.to_ascii_uppercase(), args.trim().to_owned()));
-        current.clear();
-    }
-    instructions
-}
-
 /// What the final stage of the Dockerfile says about the image.
 struct Image {
-    instructions: Vec<(String, String)>,
+    stage: Stage,
     env: Vec<(String, String)>,
     expose: Vec<String>,
 }
@@ -1119,55 +1058,24 @@ impl Image {
 
     /// The arguments of the last `keyword` in the stage.
     fn last(&self, keyword: &str) -> Option<&str> {
-        self.instructions
-            .iter()
-            .rev()
-            .find(|(k, _)| k == keyword)
-            .map(|(_, a)| a.as_str())
+        self.stage.last(keyword)
     }
 }
 
 fn docker_image() -> Image {
-    let all = dockerfile();
-    let last_from = all.iter().rposition(|(k, _)| k == "FROM").expect("a FROM");
-    let instructions = all[last_from..].to_vec();
-    let mut env = Vec::new();
-    let mut expose = Vec::new();
-    for (keyword, args) in &instructions {
-        match keyword.as_str() {
-            "ENV"
-                if args
-                    .split_whitespace()
-                    .next()
-                    .is_some_and(|t| t.contains('=')) =>
-            {
-                for pair in args.split_whitespace() {
-                    let (k, v) = pair.split_once('=').expect("ENV key=value");
-                    env.push((k.to_owned(), v.trim_matches('"').to_owned()));
-                }
-            }
-            "ENV" => {
-                let (k, v) = args.split_once(char::is_whitespace).expect("ENV key value");
-                env.push((k.to_owned(), v.trim().to_owned()));
-            }
-            "EXPOSE" => expose.extend(
-                args.split_whitespace()
-                    .map(|p| p.trim_end_matches("/tcp").to_owned()),
-            ),
-            _ => {}
-        }
-    }
+    let stage = Dockerfile::parse(&read("Dockerfile")).image().clone();
+    let expose = stage
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "EXPOSE")
+        .flat_map(|i| i.args.split_whitespace())
+        .map(|p| p.trim_end_matches("/tcp").to_owned())
+        .collect();
     Image {
-        instructions,
-        env,
+        env: stage.env(),
         expose,
+        stage,
     }
-}
-
-/// An exec-form (JSON array) command line.
-fn exec_form(what: &str, args: &str) -> Vec<String> {
-    serde_json::from_str(args)
-        .unwrap_or_else(|_| panic!("{what} must be exec form (a JSON array), not {args:?}"))
 }
 
 fn docker_healthcheck(image: &Image) -> Vec<String> {
@@ -1188,21 +1096,25 @@ fn dockerfile_final_stage_runs_portbound_as_pid_1_unprivileged() {
     let name = user.split(':').next().unwrap();
     assert!(name != "root" && name != "0", "USER {user} is root");
 
-    let (keyword, args) = ["ENTRYPOINT", "CMD"]
-        .iter()
-        .find_map(|k| image.last(k).map(|a| (*k, a)))
-        .expect("an ENTRYPOINT or CMD");
-    let argv = exec_form(keyword, args);
+    let argv = command_line(&image.stage);
     let program = &argv[0];
     assert!(
         program.starts_with('/') && program.ends_with("/portbound"),
-        "{keyword} {argv:?}"
+        "ENTRYPOINT + CMD: {argv:?}"
+    );
+    // Heroku's container stack runs the image's CMD; ENTRYPOINT + CMD must
+    // be the server either way.
+    assert_eq!(argv[1..], ["serve"], "ENTRYPOINT + CMD: {argv:?}");
+    assert!(
+        image.last("CMD").is_some(),
+        "the image needs a CMD (heroku.yml without `run:` runs it)"
     );
     assert!(
         image
+            .stage
             .instructions
             .iter()
-            .any(|(k, a)| k == "COPY" && a.ends_with(&format!(" {program}"))),
+            .any(|i| i.keyword == "COPY" && i.args.ends_with(&format!(" {program}"))),
         "the final stage must COPY the binary to {program}"
     );
 

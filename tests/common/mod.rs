@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod dockerfile;
 pub mod nginx;
 
 use std::collections::HashMap;
@@ -210,6 +211,11 @@ impl Process {
     /// 127.0.0.1 and the bound port.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal (by name, as `kill -s` takes it).
