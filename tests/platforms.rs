@@ -1252,6 +1252,29 @@ fn compose_services_publish_their_port_and_stop_after_their_drain() {
 
     let services = compose_portbound_services();
     assert!(!services.is_empty());
+    // One image, built by one service: two `build:`s of the same `image:`
+    // race when Compose builds them in parallel. The others run that image
+    // and must not try to pull it (it exists only where it was built).
+    let builders: Vec<&str> = services
+        .iter()
+        .filter(|s| s.spec.get("build").is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(builders.len(), 1, "services that build: {builders:?}");
+    let image = services
+        .iter()
+        .find(|s| s.spec.get("build").is_some())
+        .and_then(|s| s.spec["image"].as_str())
+        .expect("the building service names its image");
+    for s in services.iter().filter(|s| s.spec.get("build").is_none()) {
+        assert_eq!(s.spec["image"].as_str(), Some(image), "{}", s.name);
+        assert_eq!(
+            s.spec["pull_policy"].as_str(),
+            Some("never"),
+            "{}: runs the locally built {image}",
+            s.name
+        );
+    }
     for ComposeService { name, spec, env } in &services {
         let port = env
             .iter()
