@@ -346,6 +346,7 @@ async fn drain_on_signal(
     // New connections are refused from here on (a proxy retries those
     // elsewhere, whatever the method); a socket shared with another process
     // keeps accepting there.
+    crate::telemetry::protocol_errors::listeners_shut();
     crate::listener::stop_accepting(owned_sockets);
     // The command is processed by the server future, so poll it meanwhile.
     let paused = handle.pause();

@@ -8,7 +8,9 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Process, Response, get, read_response, request, spawn_binary};
+use common::{
+    Process, Response, get, metrics_addr, read_response, request, sample, scrape, spawn_binary,
+};
 
 /// Sends `request` from the local address `from` (a loopback alias), so a
 /// test can play a proxy on 127.0.0.2 and a client on 127.0.0.1.
@@ -295,31 +297,6 @@ fn logfmt_pairs(line: &str) -> Vec<(String, String)> {
         rest = after.trim_start();
     }
     out
-}
-
-fn metrics_addr(p: &Process) -> SocketAddr {
-    let line = p.wait_for_log("metrics: http://");
-    let url = line.split("metrics: http://").nth(1).unwrap();
-    let addr: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
-    SocketAddr::from(([127, 0, 0, 1], addr.port()))
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let res = get(addr, "/metrics");
-    assert_eq!(res.status, 200);
-    assert!(
-        res.header("content-type")
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    res.text()
-}
-
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[test]

@@ -95,8 +95,13 @@ pub fn init(filter: &str, format: LogFormat, project: Option<String>) {
     let max = logger.filter();
     let access_info = logger.matches(&meta(Level::Info));
     let access_debug = logger.matches(&meta(Level::Debug));
+    // Clients' protocol mistakes that actix logs as errors come down to
+    // info, once a minute, and are counted (protocol_errors).
+    let logger = super::protocol_errors::Relevel::new(logger);
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(max);
+        // Error and Warn always reach the logger, so that protocol errors
+        // are counted whatever RUST_LOG shows.
+        log::set_max_level(max.max(log::LevelFilter::Warn));
     }
     let _ = SETTINGS.set(Settings {
         format,

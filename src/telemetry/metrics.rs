@@ -62,6 +62,10 @@ fn describe() {
         "portbound_log_lines_dropped_total",
         "log lines dropped because stdout could not keep up"
     );
+    describe_counter!(
+        "http_protocol_errors_total",
+        "requests and frames refused for breaking HTTP or WebSocket, by kind"
+    );
     describe_gauge!("process_resident_memory_bytes", "resident set size");
     describe_counter!("process_cpu_seconds_total", "user and system CPU time");
     describe_gauge!("process_open_fds", "open file descriptors");
@@ -223,6 +227,9 @@ pub fn render(state: &AppState) -> String {
     }
     gauge!("portbound_build_info", "version" => crate::VERSION).set(1.0);
     counter!("portbound_log_lines_dropped_total").absolute(super::logging::dropped_lines());
+    for (kind, n) in super::protocol_errors::counts() {
+        counter!("http_protocol_errors_total", "kind" => kind).absolute(n);
+    }
     process_metrics(state);
     let mut out = handle.render();
     render_requests(&mut out);

@@ -7,6 +7,7 @@
 pub mod client_addr;
 pub mod logging;
 pub mod metrics;
+pub mod protocol_errors;
 pub mod request_id;
 pub mod trace;
 

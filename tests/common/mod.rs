@@ -496,3 +496,31 @@ pub fn slow_request(p: &Process, ms: u64) -> std::thread::JoinHandle<std::io::Re
     p.wait_for_log("test slow request started");
     handle
 }
+
+/// The metrics listener, from its startup line.
+pub fn metrics_addr(p: &Process) -> SocketAddr {
+    let line = p.wait_for_log("metrics: http://");
+    let url = line.split("metrics: http://").nth(1).unwrap();
+    let addr: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
+    SocketAddr::from(([127, 0, 0, 1], addr.port()))
+}
+
+/// GET /metrics: 200, text/plain.
+pub fn scrape(addr: SocketAddr) -> String {
+    let res = get(addr, "/metrics");
+    assert_eq!(res.status, 200);
+    assert!(
+        res.header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    res.text()
+}
+
+/// The value of one sample, `name{labels}`, in an exposition.
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
