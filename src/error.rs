@@ -154,6 +154,9 @@ impl ApiError {
             .unwrap_or_else(|_| b"{\"type\":\"about:blank\"}".to_vec());
         let mut res = HttpResponse::build(self.status);
         res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        // An error is about this one request: no cache may keep it and
+        // serve it to the next (RFC 9111 §5.2.2.5).
+        res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if let Some(allow) = self.allow {
             res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
         }

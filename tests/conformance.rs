@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{DEADLINE, Process, metrics_addr, sample, scrape, spawn_binary};
+use common::{
+    DEADLINE, Process, Response, metrics_addr, read_response, sample, scrape, spawn_binary,
+};
 
 /// Sends raw bytes on a new connection and reads until the server closes
 /// it or goes quiet; returns everything it sent back.
@@ -111,4 +113,139 @@ fn a_graceful_stop_logs_no_error() {
     let log = drain_and_read_log(p);
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Answers the RFCs give
+// ---------------------------------------------------------------------------
+
+/// One request on a fresh connection: the response, and whether the server
+/// closed the connection after it.
+fn ask(addr: SocketAddr, request: &[u8]) -> (Response, bool) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(request).unwrap();
+    let res = read_response(&mut stream).expect("a response");
+    // Closed means EOF now; open means the read waits (keep-alive).
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let closed = matches!(stream.read(&mut byte), Ok(0));
+    (res, closed)
+}
+
+fn get_with_host(host: &str) -> Vec<u8> {
+    format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn an_unknown_method_gets_501_and_a_known_one_a_route_does_not_take_gets_405() {
+    let p = spawn_binary(&[]);
+    let (res, closed) = ask(p.addr(), b"FROB /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    res.assert_problem(501);
+    assert!(!closed, "a 501 need not close the connection");
+
+    let (res, _) = ask(p.addr(), b"DELETE /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    res.assert_problem(405);
+    let allow = res.header("allow").expect("405 carries Allow");
+    assert!(allow.contains("GET"), "{allow}");
+}
+
+#[test]
+fn connect_gets_501_and_options_star_describes_the_server() {
+    let p = spawn_binary(&[]);
+    let (res, _) = ask(
+        p.addr(),
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    res.assert_problem(501);
+
+    let (res, closed) = ask(p.addr(), b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let allow = res.header("allow").expect("Allow");
+    for m in ["GET", "HEAD", "POST", "OPTIONS"] {
+        assert!(allow.contains(m), "{allow}");
+    }
+    assert!(res.body.is_empty());
+    assert!(res.header("x-request-id").is_some());
+    assert!(!closed);
+}
+
+#[test]
+fn an_invalid_host_gets_400_and_valid_ones_are_served() {
+    let p = spawn_binary(&[]);
+    for bad in [
+        "a b/c",
+        "a/b",
+        "user@host",
+        "host:",
+        "host:port",
+        "[::1",
+        "[zz]:80",
+        "h:123456",
+    ] {
+        let (res, _) = ask(p.addr(), &get_with_host(bad));
+        let problem = res.assert_problem(400);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("Host"),
+            "{bad}: {problem}"
+        );
+    }
+    for good in [
+        "example.com",
+        "example.com:8080",
+        "127.0.0.1:5000",
+        "[::1]:80",
+        "[::1]",
+        "xn--bcher-kva.example",
+    ] {
+        let (res, _) = ask(p.addr(), &get_with_host(good));
+        assert_eq!(res.status, 200, "{good}: {}", res.text());
+    }
+}
+
+#[test]
+fn an_over_long_target_gets_414_as_a_problem() {
+    let p = spawn_binary(&[]);
+    let long = format!("/{}", "a".repeat(9000));
+    let (res, _) = ask(
+        p.addr(),
+        format!("GET {long} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    );
+    let problem = res.assert_problem(414);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("8192"),
+        "{problem}"
+    );
+    // Just under the limit, the request is routed (to a 404 here).
+    let near = format!("/{}", "a".repeat(8000));
+    let (res, _) = ask(
+        p.addr(),
+        format!("GET {near} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    );
+    res.assert_problem(404);
+}
+
+#[test]
+fn api_probe_and_error_responses_are_not_stored_by_caches() {
+    let p = spawn_binary(&[]);
+    for path in [
+        "/",
+        "/healthz",
+        "/readyz",
+        "/api/v1/info",
+        "/nowhere",
+        "/api-docs/openapi.json",
+    ] {
+        let res = common::get(p.addr(), path);
+        assert_eq!(
+            res.header("cache-control"),
+            Some("no-store"),
+            "{path}: {}",
+            res.status
+        );
+    }
+    let (res, _) = ask(p.addr(), b"FROB / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(res.header("cache-control"), Some("no-store"));
 }

@@ -225,8 +225,11 @@ fn limits_answer_with_problems() {
     // malformed request line
     assert_eq!(raw(addr, b"GARBAGE\r\n\r\n").unwrap().status, 400);
     assert_eq!(raw(addr, b"GET / HTTP/9.9\r\n\r\n").unwrap().status, 400);
-    // an unknown method: 405 with Allow
+    // an unknown method: 501 (RFC 9110 §9.1); a known one the route does
+    // not take: 405 with Allow
     let res = request(addr, "FROBNICATE", "/healthz", &[], b"");
+    res.assert_problem(501);
+    let res = request(addr, "PUT", "/healthz", &[], b"");
     res.assert_problem(405);
     assert_eq!(res.header("allow"), Some("GET, HEAD"));
     assert_still_serving(&p);

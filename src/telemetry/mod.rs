@@ -23,7 +23,7 @@ use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::error::InternalError;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::{ConnectionType, StatusCode, Version};
+use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::{Error, HttpMessage, HttpResponse};
 
 use crate::error::ApiError;
@@ -52,6 +52,133 @@ fn has_body(req: &ServiceRequest) -> bool {
         }
         _ => !matches!(req.parts().1, Payload::None),
     }
+}
+
+/// The longest request target answered; a longer one gets 414 (RFC 9110
+/// §15.5.15). nginx's default header buffer is 8 KiB too. (A target over
+/// the `http` crate's 65,534-byte cap never reaches us: actix answers it
+/// with a bare 400.)
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The methods some route of this server answers, for `OPTIONS *`.
+const SERVER_METHODS: &str = "GET, HEAD, POST, OPTIONS";
+
+/// Requests refused before routing, with the status the RFCs give.
+fn refusal(req: &ServiceRequest) -> Option<ApiError> {
+    let method = req.method();
+    if !is_standard_method(method) {
+        // RFC 9110 §9.1: a method the server does not recognise SHOULD get
+        // 501. (A standard one a route does not take keeps its 405.)
+        return Some(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "the request method is not one this server implements",
+        ));
+    }
+    if method == Method::CONNECT {
+        // RFC 9110 §9.3.6: CONNECT asks for a tunnel, a proxy's job.
+        return Some(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "CONNECT asks for a tunnel, and this is an origin server, not a proxy",
+        ));
+    }
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    if let Some(host) = req.headers().get(header::HOST)
+        && !is_valid_host(host.as_bytes())
+    {
+        // RFC 9112 §3.2: a Host that is not a valid uri-host [":" port]
+        // MUST get 400.
+        return Some(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the Host header is not a valid host[:port]",
+        ));
+    }
+    if header_bytes(req.headers()) > MAX_HEADER_BYTES {
+        return Some(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request headers are larger than {MAX_HEADER_BYTES} bytes in all"),
+        ));
+    }
+    None
+}
+
+/// The nine methods of RFC 9110 §9 and PATCH (RFC 5789).
+fn is_standard_method(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::CONNECT
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::PATCH
+    )
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name, an
+/// IPv4 address or a bracketed IPv6 literal, then an optional port of
+/// digits. No userinfo, no path, no spaces.
+pub fn is_valid_host(host: &[u8]) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        let valid_literal = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+            && std::str::from_utf8(literal).is_ok_and(|l| l.parse::<std::net::Ipv6Addr>().is_ok());
+        if !valid_literal {
+            return false;
+        }
+        (&b""[..], &rest[end + 1..])
+    } else {
+        match host.iter().rposition(|&b| b == b':') {
+            Some(i) => (&host[..i], &host[i..]),
+            None => (host, &b""[..]),
+        }
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            !digits.is_empty() && digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    };
+    // reg-name: unreserved / pct-encoded / sub-delims (an empty one only
+    // with a literal before it).
+    let name_ok = (!name.is_empty() || host.starts_with(b"["))
+        && name.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        });
+    port_ok && name_ok
 }
 
 fn header_bytes(headers: &header::HeaderMap) -> usize {
@@ -157,6 +284,11 @@ const CSP_DOCS: (HeaderName, HeaderValue) = (
          object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
     ),
 );
+/// API, probe and error responses describe one moment of this instance
+/// (readiness, an echo, the info document): without this, RFC 9111 §4.2.2
+/// lets a cache apply heuristic freshness to them.
+const NO_STORE: (HeaderName, HeaderValue) =
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 /// Sent only when FORCE_HTTPS is on: a year, as browsers' preload lists ask.
 const HSTS: (HeaderName, HeaderValue) = (
     header::STRICT_TRANSPORT_SECURITY,
@@ -181,12 +313,17 @@ where
         let client =
             client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
 
-        if header_bytes(req.headers()) > MAX_HEADER_BYTES {
-            let res = ApiError::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!("the request headers are larger than {MAX_HEADER_BYTES} bytes in all"),
-            )
-            .to_response(Some(id.as_str()));
+        if let Some(problem) = refusal(&req) {
+            let res = problem.to_response(Some(id.as_str()));
+            let res = req.into_response(res).map_into_right_body();
+            return RequestContextFuture::answered(with_id(res, &id));
+        }
+        if req.method() == Method::OPTIONS && req.uri().path() == "*" {
+            // RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole.
+            let res = HttpResponse::Ok()
+                .insert_header((header::ALLOW, SERVER_METHODS))
+                .insert_header(NO_STORE)
+                .finish();
             let res = req.into_response(res).map_into_right_body();
             return RequestContextFuture::answered(with_id(res, &id));
         }
@@ -391,6 +528,9 @@ impl Finish {
         headers.insert(REFERRER.0, REFERRER.1);
         let csp = if self.docs { &CSP_DOCS } else { &CSP_API };
         headers.insert(csp.0.clone(), csp.1.clone());
+        if !self.docs && !headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(NO_STORE.0, NO_STORE.1);
+        }
         if settings.force_https {
             headers.insert(HSTS.0, HSTS.1);
         }
