@@ -326,3 +326,30 @@ fn websockets_work_through_the_shipped_nginx_conf() {
     let line = nginx.0.wait_for_log("GET /ws/echo HTTP/1.1\" 101");
     assert!(line.contains("upstream=127.0.0.1:"), "{line}");
 }
+
+/// RFC 6455 §5.2 and §7.4: reserved bits without an extension, and a close
+/// code the RFC does not allow, fail the connection with 1002, and the reason
+/// says which rule was broken.
+#[test]
+fn protocol_violations_close_with_1002_and_an_honest_reason() {
+    let p = spawn_binary(&[]);
+
+    let mut ws = connect(p.addr());
+    let mut frame = Frame::message(b"hi".to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    ws.send(Message::Frame(frame)).unwrap();
+    let close = read_close(&mut ws, Duration::from_secs(5));
+    assert_eq!(close.code, CloseCode::Protocol, "{close}");
+    assert!(close.reason.contains("reserved bits"), "{close}");
+
+    let mut ws = connect(p.addr());
+    let frame = Frame::close(Some(CloseFrame {
+        code: CloseCode::from(999),
+        reason: "bye".into(),
+    }));
+    ws.send(Message::Frame(frame)).unwrap();
+    let close = read_close(&mut ws, Duration::from_secs(5));
+    assert_eq!(close.code, CloseCode::Protocol, "{close}");
+    assert!(close.reason.contains("close code"), "{close}");
+    assert!(!close.reason.contains("Bad opcode"), "{close}");
+}

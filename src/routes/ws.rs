@@ -243,10 +243,32 @@ async fn run(mut session: Session, mut stream: MessageStream, drain: &DrainState
 fn protocol_close(err: ProtocolError) -> Option<CloseReason> {
     match err {
         ProtocolError::Overflow => Some(too_big()),
+        // actix-http 3.19 reports reserved bits as InvalidData too (a proper
+        // variant waits for its next semver-major release); RFC 6455 §5.2
+        // says a frame with RSV bits and no extension that defines them
+        // fails the connection: 1002, not 1007.
+        ProtocolError::Io(e)
+            if e.kind() == std::io::ErrorKind::InvalidData
+                && e.to_string().contains("reserved bits") =>
+        {
+            Some(reason(
+                CloseCode::Protocol,
+                "a frame set reserved bits, and no extension was negotiated",
+            ))
+        }
         ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             Some(reason(CloseCode::Invalid, "text is not UTF-8"))
         }
         ProtocolError::Io(_) => None,
+        // actix-http 3.19 gives BadOpCode for three things: an opcode RFC
+        // 6455 does not define, a close code it does not allow (999, 1004,
+        // 1005, 1006, 1015, 2000-2999...), and a close reason that is not
+        // UTF-8 (its Close parser, frame.rs). Say so rather than "Bad opcode".
+        ProtocolError::BadOpCode => Some(reason(
+            CloseCode::Protocol,
+            "an undefined opcode, a close code RFC 6455 does not allow, or a close reason \
+             that is not UTF-8",
+        )),
         other => Some(reason(CloseCode::Protocol, &other.to_string())),
     }
 }
@@ -342,6 +364,14 @@ mod tests {
         assert_eq!(code(ProtocolError::BadOpCode), Some(1002));
         let utf8 = std::io::Error::new(std::io::ErrorKind::InvalidData, "utf-8");
         assert_eq!(code(ProtocolError::Io(utf8)), Some(1007));
+        // actix-http's own text for RSV bits.
+        let rsv = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "Received a frame with non-zero reserved bits",
+        );
+        assert_eq!(code(ProtocolError::Io(rsv)), Some(1002));
+        let bad = protocol_close(ProtocolError::BadOpCode).unwrap();
+        assert!(bad.description.unwrap().contains("close code"));
         let reset = std::io::Error::other("reset");
         assert_eq!(code(ProtocolError::Io(reset)), None);
     }
