@@ -97,19 +97,52 @@ fn metrics_app(
         InitError = (),
     >,
 > {
+    use crate::telemetry::request_id::{RequestId, X_REQUEST_ID};
+    use actix_web::HttpMessage;
+    use actix_web::dev::Service;
+    // The problem a request gets, with the id the middleware below gave it.
+    fn problem(req: &actix_web::HttpRequest, err: ApiError) -> HttpResponse {
+        let id = req.extensions().get::<RequestId>().cloned();
+        err.to_response(id.as_ref().map(RequestId::as_str))
+    }
     App::new()
         .app_data(web::Data::new(state))
-        .route(
-            "/metrics",
-            web::get().to(|state: web::Data<AppState>| async move {
-                HttpResponse::Ok()
-                    .content_type("text/plain; version=0.0.4; charset=utf-8")
-                    .body(crate::telemetry::metrics::render(&state))
-            }),
+        // Every answer of this listener carries X-Request-ID, like the main
+        // one's: the caller's id when it sent a valid one, else a new one.
+        .wrap_fn(|req, srv| {
+            let (id, _) = RequestId::with_origin(req.headers());
+            req.extensions_mut().insert(id.clone());
+            let res = srv.call(req);
+            async move {
+                let mut res = res.await?;
+                res.headers_mut().insert(X_REQUEST_ID, id.header().clone());
+                Ok(res)
+            }
+        })
+        .service(
+            web::resource("/metrics")
+                // HEAD answers like GET, without the body (RFC 9110 §9.3.2).
+                .route(web::get().to(scrape))
+                .route(web::head().to(scrape))
+                .default_service(web::to(|req: actix_web::HttpRequest| async move {
+                    problem(&req, ApiError::method_not_allowed("GET, HEAD"))
+                })),
         )
-        .default_service(web::to(|| async {
-            ApiError::not_found().to_response(None)
+        .default_service(web::to(|req: actix_web::HttpRequest| async move {
+            problem(
+                &req,
+                ApiError::new(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    "this listener serves only /metrics",
+                ),
+            )
         }))
+}
+
+async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::telemetry::metrics::render(&state))
 }
 
 /// A server that is bound and ready to run.

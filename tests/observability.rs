@@ -424,3 +424,48 @@ fn a_bad_service_url_is_a_configuration_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_metrics_listener_answers_head_refuses_other_methods_and_ids_every_answer() {
+    let p = spawn_binary(&[("METRICS_PORT", "0")]);
+    let metrics = metrics_addr(&p);
+
+    // HEAD: GET's status and headers, no body.
+    let mut stream = TcpStream::connect(metrics).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    write!(
+        stream,
+        "HEAD /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-request-id: "),
+        "{head}"
+    );
+    assert!(body.is_empty(), "HEAD sent a body: {body:?}");
+
+    let res = request(metrics, "POST", "/metrics", &[], b"");
+    res.assert_problem(405);
+    assert_eq!(res.header("allow"), Some("GET, HEAD"));
+
+    let res = request(
+        metrics,
+        "GET",
+        "/nowhere",
+        &[("X-Request-ID", "scrape-7f3a-0001-abcd")],
+        b"",
+    );
+    let problem = res.assert_problem(404);
+    assert_eq!(res.header("x-request-id"), Some("scrape-7f3a-0001-abcd"));
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(!detail.contains("openapi"), "{detail}");
+    assert!(detail.contains("/metrics"), "{detail}");
+
+    let res = get(metrics, "/metrics");
+    assert!(res.header("x-request-id").is_some());
+}
