@@ -278,6 +278,9 @@ pub struct AccessRecord<'a> {
     pub client: Option<IpAddr>,
     pub method: &'a str,
     pub path: &'a str,
+    /// The query string as the client sent it (without `?`); empty for none.
+    /// Logged with the values of secret-looking parameters redacted.
+    pub query: &'a str,
     pub version: &'a str,
     pub status: u16,
     pub bytes: Option<u64>,
@@ -321,6 +324,13 @@ pub fn write_access(
     rec: &AccessRecord<'_>,
 ) {
     let micros = u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX);
+    let with_query;
+    let target = if rec.query.is_empty() {
+        rec.path
+    } else {
+        with_query = request_target(rec.path, rec.query);
+        with_query.as_str()
+    };
     match format {
         LogFormat::Text => {
             push_time(out, rec.time);
@@ -331,7 +341,7 @@ pub fn write_access(
             out.extend_from_slice(b" \"");
             out.extend_from_slice(rec.method.as_bytes());
             out.push(b' ');
-            push_escaped(out, rec.path, false);
+            push_escaped(out, target, false);
             out.push(b' ');
             out.extend_from_slice(rec.version.as_bytes());
             out.extend_from_slice(b"\" ");
@@ -360,7 +370,7 @@ pub fn write_access(
             out.extend_from_slice(b" method=");
             out.extend_from_slice(rec.method.as_bytes());
             out.extend_from_slice(b" path=");
-            push_logfmt(out, rec.path);
+            push_logfmt(out, target);
             out.extend_from_slice(b" status=");
             push_u64(out, u64::from(rec.status));
             out.extend_from_slice(b" bytes=");
@@ -386,8 +396,9 @@ pub fn write_access(
             push_u64(out, u64::from(rec.status));
             out.extend_from_slice(b"\",\"httpRequest\":{\"requestMethod\":\"");
             out.extend_from_slice(rec.method.as_bytes());
+            // Cloud Logging's requestUrl is scheme, host, path and query.
             out.extend_from_slice(b"\",\"requestUrl\":\"");
-            push_escaped(out, rec.path, true);
+            push_escaped(out, target, true);
             out.extend_from_slice(b"\",\"status\":");
             push_u64(out, u64::from(rec.status));
             if let Some(b) = rec.bytes {
@@ -436,6 +447,38 @@ pub fn write_access(
             out.extend_from_slice(b"}\n");
         }
     }
+}
+
+/// Parameter names whose values never reach the log: a query is a common
+/// place for credentials (`?access_token=`, `?api_key=`, pre-signed URLs'
+/// `X-Amz-Signature=`).
+const SECRET_NAMES: [&str; 6] = ["token", "key", "secret", "password", "signature", "auth"];
+
+/// `path?query`, with the value of every parameter whose name contains one
+/// of [`SECRET_NAMES`] (in any case) replaced by `REDACTED`.
+pub fn request_target(path: &str, query: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 1 + query.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, value) = match pair.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (pair, None),
+        };
+        out.push_str(name);
+        let Some(value) = value else { continue };
+        out.push('=');
+        let lower = name.to_ascii_lowercase();
+        if SECRET_NAMES.iter().any(|s| lower.contains(s)) && !value.is_empty() {
+            out.push_str("REDACTED");
+        } else {
+            out.push_str(value);
+        }
+    }
+    out
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
@@ -691,6 +734,7 @@ mod tests {
             client: Some("192.0.2.7".parse().unwrap()),
             method: "GET",
             path: "/api/v1/info",
+            query: "",
             version: "HTTP/1.1",
             status: 200,
             bytes: Some(187),
@@ -705,6 +749,31 @@ mod tests {
         let mut out = Vec::new();
         write_access(&mut out, format, project, &sample());
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn queries_are_logged_with_secret_values_redacted() {
+        assert_eq!(
+            request_target("/search", "q=rust&page=2&flag"),
+            "/search?q=rust&page=2&flag"
+        );
+        assert_eq!(
+            request_target(
+                "/cb",
+                "code=1&access_token=abc&API_KEY=k&X-Amz-Signature=s&Password=p&client_secret=x&authz=y&empty_token="
+            ),
+            "/cb?code=1&access_token=REDACTED&API_KEY=REDACTED&X-Amz-Signature=REDACTED\
+             &Password=REDACTED&client_secret=REDACTED&authz=REDACTED&empty_token="
+        );
+        let mut rec = sample();
+        rec.query = "q=1&token=hunter2";
+        for format in [LogFormat::Text, LogFormat::Logfmt, LogFormat::Json] {
+            let mut out = Vec::new();
+            write_access(&mut out, format, None, &rec);
+            let line = String::from_utf8(out).unwrap();
+            assert!(line.contains("/api/v1/info?q=1&token=REDACTED"), "{line}");
+            assert!(!line.contains("hunter2"), "{line}");
+        }
     }
 
     #[test]

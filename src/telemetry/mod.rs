@@ -567,6 +567,7 @@ impl Finish {
                 client: self.client.ip,
                 method: req.method().as_str(),
                 path: req.path(),
+                query: req.query_string(),
                 version: version_str(req.version()),
                 status,
                 bytes,
