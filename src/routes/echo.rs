@@ -91,6 +91,9 @@ pub struct RequestMeta<'a> {
 }
 
 /// Echoes a message back.
+///
+/// The message, with what the server saw of the request: its method, path,
+/// request id and the client address (a trusted proxy's word for it).
 #[utoipa::path(
     post,
     path = "/api/v1/echo",
@@ -100,10 +103,7 @@ pub struct RequestMeta<'a> {
         (status = 200, description = "The message, echoed", body = EchoResponse),
         (status = 400, description = "The body is not JSON", body = ProblemDetails,
             content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than the limit", body = ProblemDetails,
-            content_type = "application/problem+json"),
-        (status = 415, description = "The body is not sent as application/json",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        // 405, 408, 413, 415 and 500 come from openapi::SharedErrors.
         (status = 422, description = "The JSON does not match the schema or breaks a rule",
             body = ProblemDetails, content_type = "application/problem+json")
     )

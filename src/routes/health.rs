@@ -33,6 +33,8 @@ pub struct ProbeStatus {
 }
 
 /// The service is up.
+///
+/// The service's name and version; 200 whenever the process answers at all.
 #[utoipa::path(
     get,
     path = "/",
@@ -47,8 +49,10 @@ pub async fn root() -> HttpResponse {
     })
 }
 
-/// Liveness: 200 while the process runs. Platforms restart the instance when
-/// this fails, so it checks nothing that a restart would not fix.
+/// Liveness: 200 while the process runs.
+///
+/// Platforms restart the instance when this fails, so it checks nothing that
+/// a restart would not fix: no backing service, no disk, no drain state.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -62,11 +66,12 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-/// Readiness: 200 while the instance should receive traffic; 503 from the
-/// moment a stop signal arrives (so load balancers stop routing to it before
-/// the listener closes), and while a backing service is down. Backing
-/// services are probed in the background: this answers from the last result
-/// and never waits on a dependency.
+/// Readiness: 200 while the instance should receive traffic.
+///
+/// 503 from the moment a stop signal arrives (so load balancers stop routing
+/// to it before the listener closes), and while a backing service is down.
+/// Backing services are probed in the background: this answers from the last
+/// result and never waits on a dependency.
 #[utoipa::path(
     get,
     path = "/readyz",

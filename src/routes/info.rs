@@ -50,6 +50,9 @@ pub struct BackingServiceInfo {
 }
 
 /// Runtime facts: version, platform, instance, ports, workers, uptime.
+///
+/// What the platform told this instance about itself, the listeners it
+/// serves, and each backing service's last probe (URLs without credentials).
 #[utoipa::path(
     get,
     path = "/api/v1/info",
