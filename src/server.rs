@@ -204,6 +204,11 @@ pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
         // A backstop only: `serve` ends the drain itself at SHUTDOWN_TIMEOUT
         // so it can count what it cuts; actix checks once a second.
         .shutdown_timeout(config.shutdown_timeout.as_secs() + 1)
+        // Per-connection state for the request middleware (RFC 9112 §9.6:
+        // nothing after a `Connection: close` is processed).
+        .on_connect(|_, ext| {
+            ext.insert(crate::telemetry::ConnectionState::default());
+        })
         .disable_signals();
     let Listeners {
         tcp,

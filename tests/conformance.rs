@@ -249,3 +249,74 @@ fn api_probe_and_error_responses_are_not_stored_by_caches() {
     let (res, _) = ask(p.addr(), b"FROB / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(res.header("cache-control"), Some("no-store"));
 }
+
+// ---------------------------------------------------------------------------
+// Connection semantics
+// ---------------------------------------------------------------------------
+
+/// Every response in `text`, as (status line, head).
+fn responses(text: &str) -> Vec<(&str, String)> {
+    text.split("HTTP/1.1 ")
+        .skip(1)
+        .map(|r| {
+            let head = r.split("\r\n\r\n").next().unwrap_or("");
+            (head.lines().next().unwrap_or(""), head.to_ascii_lowercase())
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_pipelined_after_connection_close_is_processed_and_the_connection_closes() {
+    let p = spawn_binary(&[("LOG_FORMAT", "text")]);
+    // Two requests in one write: the first asks to close.
+    let reply = exchange(
+        p.addr(),
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n\
+          POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 19\r\n\r\n{\"message\":\"again\"}",
+    );
+    // `exchange` returned, so the server closed the connection (EOF) rather
+    // than leaving it open.
+    let all = responses(&reply);
+    assert!(!all.is_empty(), "{reply}");
+    assert!(all[0].0.starts_with("200"), "{reply}");
+    assert!(all[0].1.contains("connection: close"), "{reply}");
+    // The echo was not run: no 200 for it, and no access line.
+    assert!(
+        all[1..]
+            .iter()
+            .all(|(status, _)| !status.starts_with("200")),
+        "{reply}"
+    );
+    assert!(!reply.contains("again"), "{reply}");
+    common::get(p.addr(), "/healthz");
+    let log = p.stdout();
+    assert!(!log.contains("POST /api/v1/echo"), "{log}");
+}
+
+#[test]
+fn a_keep_alive_connection_still_serves_pipelined_requests() {
+    let p = spawn_binary(&[]);
+    let mut stream = TcpStream::connect(p.addr()).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Both answers arrive, and the connection stays open for more.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while responses(&String::from_utf8_lossy(&got)).len() < 2 {
+        let n = stream
+            .read(&mut buf)
+            .expect("both responses before the deadline");
+        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let all = responses(&text);
+    assert!(all.iter().all(|(s, _)| s.starts_with("200")), "{text}");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+}

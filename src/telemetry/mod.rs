@@ -253,6 +253,18 @@ struct Shared {
     settings: Arc<RequestSettings>,
 }
 
+/// What the middleware keeps about a connection (HTTP/1), from actix's
+/// `on_connect`.
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    /// A request or response on this connection said `Connection: close`.
+    /// actix-http 3.19 goes on decoding pipelined requests after one that
+    /// asked to close, and keeps the connection open if the last says
+    /// keep-alive; RFC 9112 §9.6 says the server MUST NOT process them and
+    /// must close.
+    closing: std::cell::Cell<bool>,
+}
+
 /// What the middleware learned about a request: its one extension, which
 /// handlers read.
 #[derive(Debug, Clone)]
@@ -313,6 +325,22 @@ where
         let client =
             client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
 
+        if let Some(conn) = req.conn_data::<ConnectionState>() {
+            if conn.closing.get() {
+                let mut res = ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "this request came after one that closed the connection \
+                     (Connection: close); send it on a new connection",
+                )
+                .to_response(Some(id.as_str()));
+                res.head_mut().set_connection_type(ConnectionType::Close);
+                let res = req.into_response(res).map_into_right_body();
+                return RequestContextFuture::answered(with_id(res, &id));
+            }
+            if req.head().connection_type() == ConnectionType::Close {
+                conn.closing.set(true);
+            }
+        }
         if let Some(problem) = refusal(&req) {
             let res = problem.to_response(Some(id.as_str()));
             let res = req.into_response(res).map_into_right_body();
@@ -539,6 +567,9 @@ impl Finish {
             // elsewhere: we are about to go away. (Not on an upgrade: the
             // WebSocket closes itself with 1001 on drain.)
             head.set_connection_type(ConnectionType::Close);
+            if let Some(conn) = res.request().conn_data::<ConnectionState>() {
+                conn.closing.set(true);
+            }
         }
 
         let elapsed = self.start.elapsed();
