@@ -228,3 +228,62 @@ fn test_routes_are_off_unless_enabled() {
     let app = spawn_app();
     get(app.addr, "/__test/slow?ms=1").assert_problem(404);
 }
+
+#[test]
+fn swagger_ui_assets_are_gzipped_for_clients_that_accept_it_and_revalidate_with_304() {
+    let app = spawn_app();
+    let path = "/docs/swagger-ui-bundle.js";
+    let plain = request(app.addr, "GET", path, &[], b"");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.body.len() > 500_000, "{} bytes", plain.body.len());
+    let etag = plain.header("etag").expect("an ETag").to_owned();
+    let cache = plain.header("cache-control").expect("Cache-Control");
+    assert!(cache.contains("max-age=86400"), "{cache}");
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+
+    let gz = request(
+        app.addr,
+        "GET",
+        path,
+        &[("Accept-Encoding", "gzip, br")],
+        b"",
+    );
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert!(
+        gz.body.len() * 3 < plain.body.len(),
+        "gzip {} of {} bytes",
+        gz.body.len(),
+        plain.body.len()
+    );
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gz.body[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert!(unzipped == plain.body, "gzip does not decode to the file");
+    let gz_etag = gz.header("etag").unwrap().to_owned();
+    assert_ne!(gz_etag, etag, "two encodings, two validators");
+
+    // The second load: 304 and no body, for either validator.
+    for tag in [&etag, &gz_etag] {
+        let again = request(app.addr, "GET", path, &[("If-None-Match", tag)], b"");
+        assert_eq!(again.status, 304, "{tag}");
+        assert!(again.body.is_empty());
+        assert!(again.header("etag").is_some());
+    }
+    let changed = request(
+        app.addr,
+        "GET",
+        path,
+        &[("If-None-Match", "\"other\"")],
+        b"",
+    );
+    assert_eq!(changed.status, 200);
+    assert_eq!(
+        request(app.addr, "GET", "/docs/nope.js", &[], b"").status,
+        404
+    );
+}
