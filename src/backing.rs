@@ -1,5 +1,7 @@
 //! Backing services (the 12-factor article's `AUTH_SERVICE_URL`): every
-//! `*_SERVICE_URL` names one. A background thread probes each on an interval
+//! `*_SERVICE_URL` names one, and so do `DATABASE_URL` and `REDIS_URL`, the
+//! names the platforms' add-ons inject (Heroku Postgres and Key-Value Store,
+//! Railway, Render, Fly). A background thread probes each on an interval
 //! with a short timeout, and `/readyz` reads the last result, so a slow
 //! dependency can never make the readiness probe itself slow.
 
@@ -14,6 +16,49 @@ use utoipa::ToSchema;
 
 /// The suffix that marks a backing service's variable.
 pub const SUFFIX: &str = "_SERVICE_URL";
+
+/// Backing services by the names platform add-ons give them: Heroku
+/// Postgres sets `DATABASE_URL` (devcenter.heroku.com/articles/heroku-postgresql),
+/// Heroku Key-Value Store `REDIS_URL`, and Railway, Render and Fly's
+/// database offerings use the same two names. Other `*_URL` variables are
+/// not assumed to be services (`RENDER_EXTERNAL_URL` is this service's own
+/// address).
+pub const ADD_ON_VARIABLES: [&str; 2] = ["DATABASE_URL", "REDIS_URL"];
+
+/// Whether `variable` names a backing service.
+pub fn is_backing_variable(variable: &str) -> bool {
+    variable.ends_with(SUFFIX) || ADD_ON_VARIABLES.contains(&variable)
+}
+
+/// `value` with any userinfo (`user:password@`) replaced by `REDACTED@`,
+/// for error messages: a URL that does not parse may still hold a password.
+pub fn redact_credentials(value: &str) -> String {
+    let Some(start) = value.find("://").map(|i| i + 3) else {
+        return value.to_owned();
+    };
+    let authority_end = value[start..]
+        .find(['/', '?', '#'])
+        .map_or(value.len(), |i| start + i);
+    match value[start..authority_end].rfind('@') {
+        Some(at) => format!("{}REDACTED{}", &value[..start], &value[start + at..]),
+        None => value.to_owned(),
+    }
+}
+
+/// Ports of the schemes a database or cache URL uses, which the `url` crate
+/// does not know (it knows http, https, ws, wss, ftp).
+fn scheme_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "postgres" | "postgresql" => Some(5432),
+        "mysql" | "mariadb" => Some(3306),
+        "redis" | "rediss" | "valkey" | "valkeys" => Some(6379),
+        "mongodb" => Some(27017),
+        "amqp" => Some(5672),
+        "amqps" => Some(5671),
+        "nats" => Some(4222),
+        _ => None,
+    }
+}
 
 /// One backing service, from `NAME_SERVICE_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +78,8 @@ impl BackingService {
     pub fn parse(variable: &str, value: &str) -> Result<BackingService, String> {
         let expected = || {
             "an absolute URL with a host and a port (or a scheme with a known port), \
-             such as http://auth-service:5001"
+             such as http://auth-service:5001 or postgres://user:password@db:5432/app \
+             (a unix-socket URL has no host to probe)"
                 .to_owned()
         };
         let url = Url::parse(value).map_err(|_| expected())?;
@@ -41,7 +87,10 @@ impl BackingService {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(expected)?;
-        let port = url.port_or_known_default().ok_or_else(expected)?;
+        let port = url
+            .port_or_known_default()
+            .or_else(|| scheme_port(url.scheme()))
+            .ok_or_else(expected)?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -56,6 +105,7 @@ impl BackingService {
         Ok(BackingService {
             name: variable
                 .strip_suffix(SUFFIX)
+                .or_else(|| variable.strip_suffix("_URL"))
                 .unwrap_or(variable)
                 .to_ascii_lowercase(),
             variable: variable.to_owned(),
@@ -221,6 +271,49 @@ mod tests {
         assert!(!format!("{s:?}").contains("secret"));
         let s = BackingService::parse("PAYMENT_SERVICE_URL", "https://pay.example").unwrap();
         assert_eq!((s.name.as_str(), s.port), ("payment", 443));
+    }
+
+    #[test]
+    fn database_and_cache_urls_are_services_without_their_credentials() {
+        let db = BackingService::parse(
+            "DATABASE_URL",
+            "postgres://u8a7:p4ssw0rd@ec2-1-2-3-4.compute-1.amazonaws.com/d9f2?sslmode=require",
+        )
+        .unwrap();
+        assert_eq!((db.name.as_str(), db.port), ("database", 5432));
+        assert_eq!(
+            db.display_url,
+            "postgres://ec2-1-2-3-4.compute-1.amazonaws.com/d9f2"
+        );
+        let redis =
+            BackingService::parse("REDIS_URL", "rediss://:s3cr3t@redis.internal:25061").unwrap();
+        assert_eq!((redis.name.as_str(), redis.port), ("redis", 25061));
+        assert_eq!(redis.display_url, "rediss://redis.internal:25061");
+        for s in [&db, &redis] {
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("p4ssw0rd") && !shown.contains("s3cr3t"),
+                "{shown}"
+            );
+        }
+        assert!(is_backing_variable("DATABASE_URL") && is_backing_variable("AUTH_SERVICE_URL"));
+        assert!(!is_backing_variable("RENDER_EXTERNAL_URL"));
+        // A unix-socket URL has nothing to probe over TCP.
+        assert!(BackingService::parse("DATABASE_URL", "postgres:///app").is_err());
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_values_shown_in_errors() {
+        assert_eq!(
+            redact_credentials("postgres://u:hun@ter2@db:x/app"),
+            "postgres://REDACTED@db:x/app"
+        );
+        assert_eq!(
+            redact_credentials("redis://:pw@r:6379"),
+            "redis://REDACTED@r:6379"
+        );
+        assert_eq!(redact_credentials("http://a/b@c"), "http://a/b@c");
+        assert_eq!(redact_credentials("auth:5001"), "auth:5001");
     }
 
     #[test]

@@ -262,7 +262,7 @@ pub struct Config {
     pub force_https: bool,
     /// A second listener serving Prometheus metrics, when set.
     pub metrics_port: Option<u16>,
-    /// Every `*_SERVICE_URL`, in name order.
+    /// Every `*_SERVICE_URL`, `DATABASE_URL` and `REDIS_URL`, in name order.
     pub services: Vec<BackingService>,
     /// How often backing services are probed.
     pub service_probe_interval: Duration,
@@ -407,9 +407,15 @@ impl Config {
             );
         }
         let mut services = Vec::new();
-        for name in env.names().filter(|n| n.ends_with(backing::SUFFIX)) {
-            if let Some(svc) = r.parse_opt(name, |v| BackingService::parse(name, v)) {
-                services.push(svc);
+        for name in env.names().filter(|n| backing::is_backing_variable(n)) {
+            let raw = env.get(name).unwrap_or_default().trim();
+            if raw.is_empty() {
+                continue;
+            }
+            match BackingService::parse(name, raw) {
+                Ok(svc) => services.push(svc),
+                // The value may hold a password: shown without it.
+                Err(expected) => r.problem(name, &backing::redact_credentials(raw), &expected),
             }
         }
         let service_probe_interval = r
@@ -815,6 +821,26 @@ mod tests {
             assert!(vars.contains(&v), "{v} not in {vars:?}");
         }
         assert!(err.to_string().contains(r#""nope" is not one"#), "{err}");
+    }
+
+    #[test]
+    fn a_bad_database_url_is_named_without_its_password() {
+        let err =
+            config(&[("DATABASE_URL", "postgres://app:hunter2@db:notaport/app")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("DATABASE_URL"), "{text}");
+        assert!(
+            text.contains("postgres://REDACTED@db:notaport/app"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        let ok = config(&[
+            ("DATABASE_URL", "postgres://app:hunter2@db/app"),
+            ("REDIS_URL", "redis://:pw@cache:6379"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = ok.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["database", "redis"]);
     }
 
     #[test]

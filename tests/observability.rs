@@ -469,3 +469,59 @@ fn the_metrics_listener_answers_head_refuses_other_methods_and_ids_every_answer(
     let res = get(metrics, "/metrics");
     assert!(res.header("x-request-id").is_some());
 }
+
+#[test]
+fn database_and_redis_urls_are_probed_and_their_credentials_never_shown() {
+    // Stand-ins for Postgres and Redis: the probe is a TCP connect.
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cache = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db_url = format!(
+        "postgres://app:hunter2@127.0.0.1:{}/app?sslmode=disable",
+        db.local_addr().unwrap().port()
+    );
+    let redis_url = format!(
+        "redis://:s3cr3t@127.0.0.1:{}",
+        cache.local_addr().unwrap().port()
+    );
+    let p = spawn_binary(&[
+        ("DATABASE_URL", &db_url),
+        ("REDIS_URL", &redis_url),
+        ("SERVICE_PROBE_INTERVAL", "1"),
+        ("METRICS_PORT", "0"),
+    ]);
+    let v = wait_ready_status(p.addr(), 200);
+    let names: Vec<&str> = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["database", "redis"], "{v}");
+    let metrics = scrape(metrics_addr(&p));
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"portbound_backing_service_up{service="database"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // The database goes away: not ready.
+    drop(db);
+    let v = wait_ready_status(p.addr(), 503);
+    assert_eq!(v["services"][0]["up"], false, "{v}");
+
+    let shown = [
+        get(p.addr(), "/api/v1/info").text(),
+        get(p.addr(), "/readyz").text(),
+        metrics,
+        p.stdout(),
+        p.stderr(),
+    ]
+    .concat();
+    for secret in ["hunter2", "s3cr3t", "app:"] {
+        assert!(!shown.contains(secret), "{secret} leaked");
+    }
+    assert!(shown.contains("postgres://127.0.0.1:"), "{shown}");
+}
