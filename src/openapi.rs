@@ -137,25 +137,26 @@ pub fn spec_json() -> String {
 /// Mounts Swagger UI at `/docs/` (with `/docs` redirecting there) and the
 /// spec at `/api-docs/openapi.json`.
 pub fn configure_docs(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/docs",
-        web::get().to(|| async {
-            HttpResponse::PermanentRedirect()
-                .insert_header((header::LOCATION, DOCS_PATH))
-                .finish()
-        }),
-    );
-    cfg.route(
-        SPEC_PATH,
-        web::get().to(|| async {
-            static SPEC: OnceLock<String> = OnceLock::new();
-            HttpResponse::Ok().content_type("application/json").body(
-                SPEC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default())
-                    .clone(),
-            )
-        }),
-    );
+    let to_docs = || async {
+        HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, DOCS_PATH))
+            .finish()
+    };
+    cfg.route("/docs", web::get().to(to_docs));
+    cfg.route("/docs", web::head().to(to_docs));
+    let spec = || async {
+        static SPEC: OnceLock<web::Bytes> = OnceLock::new();
+        let body = SPEC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into());
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body.clone())
+    };
+    // HEAD wherever GET: actix answers a HEAD routed to a GET handler
+    // without the body.
+    cfg.route(SPEC_PATH, web::get().to(spec));
+    cfg.route(SPEC_PATH, web::head().to(spec));
     cfg.route("/docs/{file:.*}", web::get().to(docs_asset));
+    cfg.route("/docs/{file:.*}", web::head().to(docs_asset));
 }
 
 /// Swagger UI's configuration: this service's spec, no calls elsewhere.
@@ -173,8 +174,8 @@ fn swagger_config() -> Arc<SwaggerConfig<'static>> {
 /// One Swagger UI file, ready to send: as is, gzipped, and its validator.
 struct Asset {
     content_type: String,
-    plain: Vec<u8>,
-    gzip: Vec<u8>,
+    plain: web::Bytes,
+    gzip: web::Bytes,
     /// A strong validator of the plain bytes; the gzipped ones are `…-gz`.
     etag: String,
 }
@@ -183,76 +184,88 @@ struct Asset {
 /// which costs a 304). A day: the files change only with a new release.
 const ASSET_CACHE: &str = "public, max-age=86400";
 
-fn asset(file: &str) -> Option<Arc<Asset>> {
-    static ASSETS: OnceLock<Mutex<HashMap<String, Option<Arc<Asset>>>>> = OnceLock::new();
+/// The file, built on first request and kept.
+async fn asset(file: String) -> Option<Arc<Asset>> {
+    static ASSETS: OnceLock<Mutex<HashMap<String, Arc<Asset>>>> = OnceLock::new();
     let assets = ASSETS.get_or_init(Default::default);
-    if let Some(found) = assets.lock().ok()?.get(file) {
-        return found.clone();
+    if let Some(found) = assets.lock().unwrap_or_else(|e| e.into_inner()).get(&file) {
+        return Some(found.clone());
     }
-    // Built outside the lock: gzipping the bundle takes tens of ms, once.
-    let built = utoipa_swagger_ui::serve(file, swagger_config())
+    // Gzipping the bundle takes tens of milliseconds: on actix's blocking
+    // pool, not on the worker that serves other connections. Two first
+    // requests at once may both build it; the second insert is the same.
+    let key = file.clone();
+    let built = web::block(move || build_asset(&file))
+        .await
         .ok()
-        .flatten()
-        .map(|f| {
-            let plain = f.bytes.into_owned();
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            let gzip = std::io::Write::write_all(&mut gz, &plain)
-                .and_then(|()| gz.finish())
-                .unwrap_or_default();
-            let hash = plain.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-            });
-            Arc::new(Asset {
-                content_type: f.content_type,
-                etag: format!("\"{hash:016x}\""),
-                plain,
-                gzip,
-            })
-        });
+        .flatten()?;
     // Only files Swagger UI ships are kept, so no client can grow the map.
-    if built.is_some() {
-        assets.lock().ok()?.insert(file.to_owned(), built.clone());
-    }
-    built
+    assets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, built.clone());
+    Some(built)
 }
 
-/// True when an `If-None-Match` list holds one of `tags` (weak comparison,
+fn build_asset(file: &str) -> Option<Arc<Asset>> {
+    let f = utoipa_swagger_ui::serve(file, swagger_config())
+        .ok()
+        .flatten()?;
+    let plain = f.bytes.into_owned();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let gzip = std::io::Write::write_all(&mut gz, &plain)
+        .and_then(|()| gz.finish())
+        .unwrap_or_default();
+    let hash = plain.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    Some(Arc::new(Asset {
+        content_type: f.content_type,
+        etag: format!("\"{hash:016x}\""),
+        plain: plain.into(),
+        gzip: gzip.into(),
+    }))
+}
+
+/// True when an `If-None-Match` list holds `tag` or `*` (weak comparison,
 /// RFC 9110 §13.1.2).
-fn none_match(header: &str, tags: [&str; 2]) -> bool {
-    header.split(',').map(str::trim).any(|t| {
-        t == "*" || {
-            let t = t.strip_prefix("W/").unwrap_or(t);
-            tags.contains(&t)
-        }
-    })
+fn none_match(header: &str, tag: &str) -> bool {
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
 }
 
 /// A Swagger UI file: gzipped when the client accepts gzip, with an ETag, a
 /// day's cache lifetime, and 304 for a validator that still matches.
 async fn docs_asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
-    let file = file.into_inner();
-    let Some(asset) = asset(&file) else {
+    let Some(asset) = asset(file.into_inner()).await else {
         return ApiError::not_found().to_response(None);
     };
-    let gzip_etag = format!("{}-gz\"", asset.etag.trim_end_matches('"'));
     let gzip = req
         .headers()
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_gzip)
         && !asset.gzip.is_empty();
-    let etag = if gzip { &gzip_etag } else { &asset.etag };
+    // Each encoding is its own representation with its own validator, and a
+    // 304 must name the one this request would get (RFC 9110 §8.8.3).
+    let etag = if gzip {
+        format!("{}-gz\"", asset.etag.trim_end_matches('"'))
+    } else {
+        asset.etag.clone()
+    };
     let unchanged = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|h| none_match(h, [&asset.etag, &gzip_etag]));
+        .is_some_and(|h| none_match(h, &etag));
     let mut res = if unchanged {
         HttpResponse::NotModified()
     } else {
         HttpResponse::Ok()
     };
-    res.insert_header((header::ETAG, etag.as_str()))
+    res.insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, ASSET_CACHE))
         .insert_header((header::VARY, "Accept-Encoding"));
     if unchanged {
@@ -267,18 +280,27 @@ async fn docs_asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
     }
 }
 
-/// Whether an `Accept-Encoding` value admits gzip (not with `q=0`).
+/// Whether an `Accept-Encoding` value admits gzip (RFC 9110 §12.5.3): a
+/// `gzip` entry decides by its weight; without one, a `*` entry does.
 fn accepts_gzip(value: &str) -> bool {
-    value.split(',').any(|coding| {
+    let mut named = None;
+    let mut any = None;
+    for coding in value.split(',') {
         let mut parts = coding.split(';').map(str::trim);
         let name = parts.next().unwrap_or("");
         let refused = parts.any(|p| {
-            p.strip_prefix("q=")
-                .and_then(|q| q.parse::<f32>().ok())
-                .is_some_and(|q| q == 0.0)
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("q")
+                    && v.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
+            })
         });
-        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-    })
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            named = Some(!refused);
+        } else if name == "*" {
+            any = Some(!refused);
+        }
+    }
+    named.or(any).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -291,9 +313,15 @@ mod tests {
         assert!(accepts_gzip("br;q=1.0, GZIP;q=0.5"));
         assert!(accepts_gzip("*"));
         assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("gzip;Q=0"));
+        assert!(
+            !accepts_gzip("gzip;q=0, *"),
+            "* covers only codings not named"
+        );
+        assert!(accepts_gzip("br, *;q=0.1"));
         assert!(!accepts_gzip("identity"));
-        assert!(none_match("\"a\", W/\"b\"", ["\"b\"", "\"c\""]));
-        assert!(none_match("*", ["\"x\"", "\"y\""]));
-        assert!(!none_match("\"a\"", ["\"b\"", "\"c\""]));
+        assert!(none_match("\"a\", W/\"b\"", "\"b\""));
+        assert!(none_match("*", "\"x\""));
+        assert!(!none_match("\"a\"", "\"b\""));
     }
 }

@@ -726,6 +726,9 @@ fn railway_deployment_passes_its_healthcheck_in_time_and_warns_of_nothing() {
     let info = info(&p);
     assert_eq!(info["platform"], "railway", "{info}");
     assert_eq!(info["instance"]["instance"], "b6a1-replica", "{info}");
+    // Start-up warnings are written before the docs line: once it is out,
+    // any warning is too.
+    p.wait_for_log("docs: http");
     let log = p.stdout();
     let warnings: Vec<&str> = log
         .lines()

@@ -396,7 +396,8 @@ pub fn write_access(
             push_u64(out, u64::from(rec.status));
             out.extend_from_slice(b"\",\"httpRequest\":{\"requestMethod\":\"");
             out.extend_from_slice(rec.method.as_bytes());
-            // Cloud Logging's requestUrl is scheme, host, path and query.
+            // Cloud Logging's requestUrl: the path with its query (the host
+            // is the router's business).
             out.extend_from_slice(b"\",\"requestUrl\":\"");
             push_escaped(out, target, true);
             out.extend_from_slice(b"\",\"status\":");
@@ -450,12 +451,26 @@ pub fn write_access(
 }
 
 /// Parameter names whose values never reach the log: a query is a common
-/// place for credentials (`?access_token=`, `?api_key=`, pre-signed URLs'
-/// `X-Amz-Signature=`).
-const SECRET_NAMES: [&str; 6] = ["token", "key", "secret", "password", "signature", "auth"];
+/// place for credentials (`?access_token=`, `?api_key=`, an OAuth `code`,
+/// pre-signed URLs' `X-Amz-Signature=` and Azure's `sig=`). A name matches
+/// when it contains one of these, in any case, after percent-decoding.
+/// Redacting too much costs a little debugging; too little leaks a secret.
+const SECRET_NAMES: [&str; 11] = [
+    "token",
+    "key",
+    "secret",
+    "pass",
+    "pwd",
+    "sig",
+    "auth",
+    "code",
+    "jwt",
+    "session",
+    "credential",
+];
 
 /// `path?query`, with the value of every parameter whose name contains one
-/// of [`SECRET_NAMES`] (in any case) replaced by `REDACTED`.
+/// of [`SECRET_NAMES`] replaced by `REDACTED`.
 pub fn request_target(path: &str, query: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1 + query.len());
     out.push_str(path);
@@ -471,14 +486,38 @@ pub fn request_target(path: &str, query: &str) -> String {
         out.push_str(name);
         let Some(value) = value else { continue };
         out.push('=');
-        let lower = name.to_ascii_lowercase();
-        if SECRET_NAMES.iter().any(|s| lower.contains(s)) && !value.is_empty() {
+        let decoded = percent_decoded_lowercase(name);
+        if SECRET_NAMES.iter().any(|s| decoded.contains(s)) && !value.is_empty() {
             out.push_str("REDACTED");
         } else {
             out.push_str(value);
         }
     }
     out
+}
+
+/// `name` with `%XX` escapes and `+` decoded, in ASCII lower case.
+fn percent_decoded_lowercase(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
@@ -760,11 +799,14 @@ mod tests {
         assert_eq!(
             request_target(
                 "/cb",
-                "code=1&access_token=abc&API_KEY=k&X-Amz-Signature=s&Password=p&client_secret=x&authz=y&empty_token="
+                "state=1&code=c&access_token=abc&API_KEY=k&X-Amz-Signature=s&sig=az&Password=p\
+                 &client_secret=x&authz=y&%74oken=t&empty_token="
             ),
-            "/cb?code=1&access_token=REDACTED&API_KEY=REDACTED&X-Amz-Signature=REDACTED\
-             &Password=REDACTED&client_secret=REDACTED&authz=REDACTED&empty_token="
+            "/cb?state=1&code=REDACTED&access_token=REDACTED&API_KEY=REDACTED\
+             &X-Amz-Signature=REDACTED&sig=REDACTED&Password=REDACTED&client_secret=REDACTED\
+             &authz=REDACTED&%74oken=REDACTED&empty_token="
         );
+        assert_eq!(percent_decoded_lowercase("%74OKEN%2"), "token%2");
         let mut rec = sample();
         rec.query = "q=1&token=hunter2";
         for format in [LogFormat::Text, LogFormat::Logfmt, LogFormat::Json] {

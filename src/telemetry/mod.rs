@@ -123,62 +123,97 @@ fn is_standard_method(m: &Method) -> bool {
     )
 }
 
-/// `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name, an
-/// IPv4 address or a bracketed IPv6 literal, then an optional port of
-/// digits. No userinfo, no path, no spaces.
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name
+/// (possibly empty: RFC 9110 §7.2 has clients send an empty Host for a URI
+/// without authority), an IPv4 address, or a bracketed IPv6 literal (with an
+/// RFC 6874 zone) or IPvFuture; then an optional `:` and digits (the port
+/// may be empty). No userinfo, no path, no spaces.
 pub fn is_valid_host(host: &[u8]) -> bool {
-    let (name, port) = if let Some(rest) = host.strip_prefix(b"[") {
+    let (name_ok, port) = if let Some(rest) = host.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
             return false;
         };
-        let literal = &rest[..end];
-        let valid_literal = !literal.is_empty()
-            && literal
-                .iter()
-                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
-            && std::str::from_utf8(literal).is_ok_and(|l| l.parse::<std::net::Ipv6Addr>().is_ok());
-        if !valid_literal {
-            return false;
-        }
-        (&b""[..], &rest[end + 1..])
+        (is_ip_literal(&rest[..end]), &rest[end + 1..])
     } else {
-        match host.iter().rposition(|&b| b == b':') {
+        let (name, port) = match host.iter().position(|&b| b == b':') {
             Some(i) => (&host[..i], &host[i..]),
             None => (host, &b""[..]),
-        }
+        };
+        (is_reg_name(name), port)
     };
     let port_ok = match port {
         [] => true,
-        [b':', digits @ ..] => {
-            !digits.is_empty() && digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit)
-        }
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
         _ => false,
     };
-    // reg-name: unreserved / pct-encoded / sub-delims (an empty one only
-    // with a literal before it).
-    let name_ok = (!name.is_empty() || host.starts_with(b"["))
-        && name.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        });
-    port_ok && name_ok
+    name_ok && port_ok
+}
+
+/// RFC 3986 `unreserved / sub-delims`.
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`; an IPv4 address is one.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                let hex = name.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if is_unreserved_or_sub_delim(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// What sits between `[` and `]`: an IPv6 address with an optional
+/// `%25zone` (RFC 6874), or IPvFuture (`v` HEXDIG+ `.` ...).
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let Some(rest) = literal
+        .strip_prefix(b"v")
+        .or_else(|| literal.strip_prefix(b"V"))
+    {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (version, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail
+                .iter()
+                .all(|&b| is_unreserved_or_sub_delim(b) || b == b':');
+    }
+    let (address, zone) = match literal.windows(3).position(|w| w == b"%25") {
+        Some(i) => (&literal[..i], Some(&literal[i + 3..])),
+        None => (literal, None),
+    };
+    let zone_ok = zone.is_none_or(|z| !z.is_empty() && is_reg_name(z));
+    zone_ok && std::str::from_utf8(address).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 fn header_bytes(headers: &header::HeaderMap) -> usize {
@@ -188,10 +223,20 @@ fn header_bytes(headers: &header::HeaderMap) -> usize {
         .sum()
 }
 
-fn with_id<B>(mut res: ServiceResponse<B>, id: &RequestId) -> ServiceResponse<B> {
-    res.headers_mut()
-        .insert(request_id::X_REQUEST_ID, id.header().clone());
-    res
+/// A response the middleware gives without calling the handler (a refusal,
+/// `OPTIONS *`, the https redirect), with the headers every response has.
+fn answer<S, B>(
+    req: ServiceRequest,
+    res: HttpResponse,
+    id: &RequestId,
+) -> RequestContextFuture<S, B> {
+    let mut res = req.into_response(res).map_into_right_body();
+    let headers = res.headers_mut();
+    headers.insert(request_id::X_REQUEST_ID, id.header().clone());
+    headers.insert(NOSNIFF.0, NOSNIFF.1);
+    headers.insert(REFERRER.0, REFERRER.1);
+    headers.insert(CSP_API.0, CSP_API.1);
+    RequestContextFuture::answered(res)
 }
 
 /// Paths platforms and load balancers poll: never redirected to https, and
@@ -325,26 +370,30 @@ where
         let client =
             client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
 
-        if let Some(conn) = req.conn_data::<ConnectionState>() {
+        // HTTP/1 only: HTTP/2 streams share the connection but not its fate,
+        // and `Connection` means nothing there (RFC 9113 §8.2.2).
+        if req.version() < Version::HTTP_2
+            && let Some(conn) = req.conn_data::<ConnectionState>()
+        {
             if conn.closing.get() {
+                // RFC 9110 §15.5.20: 421 tells the client it MAY retry the
+                // request, idempotent or not, on another connection; nothing
+                // of it was processed here.
                 let mut res = ApiError::new(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::MISDIRECTED_REQUEST,
                     "this request came after one that closed the connection \
-                     (Connection: close); send it on a new connection",
+                     (Connection: close) and was not processed; send it on a new connection",
                 )
                 .to_response(Some(id.as_str()));
                 res.head_mut().set_connection_type(ConnectionType::Close);
-                let res = req.into_response(res).map_into_right_body();
-                return RequestContextFuture::answered(with_id(res, &id));
+                return answer(req, res, &id);
             }
             if req.head().connection_type() == ConnectionType::Close {
                 conn.closing.set(true);
             }
         }
         if let Some(problem) = refusal(&req) {
-            let res = problem.to_response(Some(id.as_str()));
-            let res = req.into_response(res).map_into_right_body();
-            return RequestContextFuture::answered(with_id(res, &id));
+            return answer(req, problem.to_response(Some(id.as_str())), &id);
         }
         if req.method() == Method::OPTIONS && req.uri().path() == "*" {
             // RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole.
@@ -352,8 +401,7 @@ where
                 .insert_header((header::ALLOW, SERVER_METHODS))
                 .insert_header(NO_STORE)
                 .finish();
-            let res = req.into_response(res).map_into_right_body();
-            return RequestContextFuture::answered(with_id(res, &id));
+            return answer(req, res, &id);
         }
 
         if settings.force_https
@@ -364,8 +412,7 @@ where
             let res = HttpResponse::PermanentRedirect()
                 .insert_header((header::LOCATION, location))
                 .finish();
-            let res = req.into_response(res).map_into_right_body();
-            return RequestContextFuture::answered(with_id(res, &id));
+            return answer(req, res, &id);
         }
 
         req.extensions_mut().insert(RequestInfo {
@@ -534,7 +581,10 @@ impl Finish {
             }
             Outcome::TimedOut => {
                 let secs = self.timeout.as_secs();
-                log::warn!("request {id} timed out after {secs} s (REQUEST_TIMEOUT)");
+                // Most often a client sending its body too slowly: its
+                // mistake, so never above info (a flood of slow clients must
+                // not fill the log with warnings).
+                log::info!("request {id} timed out after {secs} s (REQUEST_TIMEOUT)");
                 let problem = ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     format!("the request took longer than {secs} s to complete"),
@@ -567,7 +617,10 @@ impl Finish {
             // elsewhere: we are about to go away. (Not on an upgrade: the
             // WebSocket closes itself with 1001 on drain.)
             head.set_connection_type(ConnectionType::Close);
-            if let Some(conn) = res.request().conn_data::<ConnectionState>() {
+            let req = res.request();
+            if req.version() < Version::HTTP_2
+                && let Some(conn) = req.conn_data::<ConnectionState>()
+            {
                 conn.closing.set(true);
             }
         }

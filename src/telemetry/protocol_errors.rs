@@ -27,7 +27,7 @@ pub enum Kind {
     /// A request head that does not parse (bad bytes, duplicate
     /// Content-Length, obs-fold, a bad version...).
     Parse,
-    /// A request head larger than actix's buffer.
+    /// A request head with more than 96 fields or over actix's 128 KiB.
     HeadTooLarge,
     /// The connection broke under us (a reset, a half-sent body).
     Io,
@@ -88,7 +88,7 @@ static LISTENERS_SHUT: AtomicBool = AtomicBool::new(false);
 /// Says that the drain is about to shut the listening sockets, so that the
 /// accept loop's EINVAL that follows is known to be ours.
 pub fn listeners_shut() {
-    LISTENERS_SHUT.store(true, Ordering::Relaxed);
+    LISTENERS_SHUT.store(true, Ordering::Release);
 }
 
 /// Every kind with its count so far, for the metrics.
@@ -104,7 +104,7 @@ pub fn classify(target: &str, message: &str) -> Option<Class> {
     if target.starts_with("actix_server::accept") {
         return (message.starts_with("Error accepting connection")
             && message.contains("os error 22")
-            && LISTENERS_SHUT.load(Ordering::Relaxed))
+            && LISTENERS_SHUT.load(Ordering::Acquire))
         .then_some(Class::Ours);
     }
     if target.starts_with("actix_http::ws") {
@@ -116,7 +116,10 @@ pub fn classify(target: &str, message: &str) -> Option<Class> {
         return None;
     }
     // actix-http's DispatchError Display texts, after "stream error: ".
-    let kind = if message.contains("MAX_BUFFER_SIZE") {
+    // "request parse error: message head is too large" is actix's
+    // ParseError::TooLarge: more than 96 header fields or a head over its
+    // 128 KiB buffer.
+    let kind = if message.contains("message head is too large") {
         Kind::HeadTooLarge
     } else if message.contains("request parse error") {
         Kind::Parse
@@ -235,7 +238,7 @@ mod tests {
                 Kind::Parse,
             ),
             (
-                "MAX_BUFFER_SIZE unprocessed data reached, closing",
+                "stream error: request parse error: message head is too large",
                 Kind::HeadTooLarge,
             ),
             (
