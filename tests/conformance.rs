@@ -171,6 +171,8 @@ fn an_unknown_method_gets_501_and_a_known_one_a_route_does_not_take_gets_405() {
 
     let (res, _) = ask(p.addr(), b"DELETE /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     res.assert_problem(405);
+    let (res, _) = ask(p.addr(), b"QUERY /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    res.assert_problem(405);
     let allow = res.header("allow").expect("405 carries Allow");
     assert!(allow.contains("GET"), "{allow}");
 }
