@@ -325,9 +325,8 @@ fn nothing_pipelined_after_connection_close_is_processed_and_the_connection_clos
         "{reply}"
     );
     assert!(!reply.contains("again"), "{reply}");
-    common::get(p.addr(), "/healthz");
-    let log = p.stdout();
-    assert!(!log.contains("POST /api/v1/echo"), "{log}");
+    let log = drain_and_read_log(p);
+    assert!(!log.contains(r#""POST /api/v1/echo HTTP/1.1" 200"#), "{log}");
 }
 
 #[test]
@@ -421,4 +420,34 @@ fn smuggling_shapes_get_a_bare_refusal_and_a_closed_connection() {
         );
     }
     assert_eq!(common::get(p.addr(), "/healthz").status, 200);
+}
+
+#[test]
+fn refusals_are_counted_and_logged_like_any_request() {
+    let p = spawn_binary(&[("METRICS_PORT", "0"), ("LOG_FORMAT", "text")]);
+    let metrics = metrics_addr(&p);
+    let (res, _) = ask(p.addr(), b"FROB /wp-login.php HTTP/1.1\r\nHost: t\r\n\r\n");
+    res.assert_problem(501);
+    assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    assert!(res.header("content-security-policy").is_some());
+    let (res, _) = ask(p.addr(), b"GET /api/v1/info HTTP/1.1\r\nHost: a b\r\n\r\n");
+    res.assert_problem(400);
+    let text = scrape(metrics);
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("http_requests_total{")
+                && (l.contains(r#"status="501""#) || l.contains(r#"status="400""#))
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{text}");
+    let log = drain_and_read_log(p);
+    assert!(
+        log.contains(r#""FROB /wp-login.php HTTP/1.1" 501"#),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#""GET /healthz HTTP/1.1" 400"#) || log.contains(" 400 "),
+        "{log}"
+    );
 }

@@ -228,18 +228,36 @@ fn header_bytes(headers: &header::HeaderMap) -> usize {
 
 /// A response the middleware gives without calling the handler (a refusal,
 /// `OPTIONS *`, the https redirect), with the headers every response has.
-fn answer<S, B>(
+/// It is counted and logged like any other, a scanner's refusals included.
+fn answer<S, B: MessageBody + 'static>(
     req: ServiceRequest,
     res: HttpResponse,
-    id: &RequestId,
+    ctx: &Answering<'_>,
 ) -> RequestContextFuture<S, B> {
     let mut res = req.into_response(res).map_into_right_body();
     let headers = res.headers_mut();
-    headers.insert(request_id::X_REQUEST_ID, id.header().clone());
+    headers.insert(request_id::X_REQUEST_ID, ctx.id.header().clone());
     headers.insert(NOSNIFF.0, NOSNIFF.1);
     headers.insert(REFERRER.0, REFERRER.1);
     headers.insert(CSP_API.0, CSP_API.1);
+    account(
+        &res,
+        ctx.id,
+        ctx.origin,
+        &ctx.client,
+        ctx.start,
+        ctx.settings,
+    );
     RequestContextFuture::answered(res)
+}
+
+/// What `answer` needs of the request it answers.
+struct Answering<'a> {
+    id: &'a RequestId,
+    origin: request_id::Origin,
+    client: ClientInfo,
+    start: Instant,
+    settings: &'a RequestSettings,
 }
 
 /// Paths platforms and load balancers poll: never redirected to https, and
@@ -373,6 +391,13 @@ where
         let client =
             client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
 
+        let ctx = Answering {
+            id: &id,
+            origin,
+            client,
+            start,
+            settings,
+        };
         // HTTP/1 only: HTTP/2 streams share the connection but not its fate,
         // and `Connection` means nothing there (RFC 9113 §8.2.2).
         if req.version() < Version::HTTP_2
@@ -389,14 +414,14 @@ where
                 )
                 .to_response(Some(id.as_str()));
                 res.head_mut().set_connection_type(ConnectionType::Close);
-                return answer(req, res, &id);
+                return answer(req, res, &ctx);
             }
             if req.head().connection_type() == ConnectionType::Close {
                 conn.closing.set(true);
             }
         }
         if let Some(problem) = refusal(&req) {
-            return answer(req, problem.to_response(Some(id.as_str())), &id);
+            return answer(req, problem.to_response(Some(id.as_str())), &ctx);
         }
         if req.method() == Method::OPTIONS && req.uri().path() == "*" {
             // RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole.
@@ -404,7 +429,7 @@ where
                 .insert_header((header::ALLOW, SERVER_METHODS))
                 .insert_header(NO_STORE)
                 .finish();
-            return answer(req, res, &id);
+            return answer(req, res, &ctx);
         }
 
         if settings.force_https
@@ -415,7 +440,7 @@ where
             let res = HttpResponse::PermanentRedirect()
                 .insert_header((header::LOCATION, location))
                 .finish();
-            return answer(req, res, &id);
+            return answer(req, res, &ctx);
         }
 
         req.extensions_mut().insert(RequestInfo {
@@ -628,51 +653,63 @@ impl Finish {
             }
         }
 
-        let elapsed = self.start.elapsed();
-        let status = res.status().as_u16();
-        let req = res.request();
-        if settings.metrics {
-            let route = crate::routes::route_label(req.match_name(), req.path());
-            metrics::record(route, metrics::method_label(req.method()), status, elapsed);
-        }
-        let probe = is_probe(req.path());
-        if logging::access_enabled(probe) {
-            let bytes = match res.response().body().size() {
-                BodySize::Sized(n) => Some(n),
-                BodySize::None => Some(0),
-                BodySize::Stream => None,
-            };
-            let trace_id = match self.origin {
-                // No trace header held a valid id when the id was made.
-                request_id::Origin::Generated => None,
-                request_id::Origin::Trace => Some(id.as_str()),
-                request_id::Origin::Header => trace::trace_id(req.headers()),
-            };
-            logging::access(&logging::AccessRecord {
-                time: SystemTime::now(),
-                request_id: id.as_str(),
-                client: self.client.ip,
-                method: req.method().as_str(),
-                path: req.path(),
-                query: req.query_string(),
-                version: version_str(req.version()),
-                status,
-                bytes,
-                latency: elapsed,
-                user_agent: req
-                    .headers()
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok()),
-                trace_id,
-                probe,
-            });
-        }
+        account(&res, id, self.origin, &self.client, self.start, settings);
         if draining {
             // Lines written during the drain must not wait for a timer
             // that may never fire again.
             logging::flush_thread();
         }
         Ok(res)
+    }
+}
+
+/// The request's metric and access line.
+fn account<B: MessageBody>(
+    res: &ServiceResponse<B>,
+    id: &RequestId,
+    origin: request_id::Origin,
+    client: &ClientInfo,
+    start: Instant,
+    settings: &RequestSettings,
+) {
+    let elapsed = start.elapsed();
+    let status = res.status().as_u16();
+    let req = res.request();
+    if settings.metrics {
+        let route = crate::routes::route_label(req.match_name(), req.path());
+        metrics::record(route, metrics::method_label(req.method()), status, elapsed);
+    }
+    let probe = is_probe(req.path());
+    if logging::access_enabled(probe) {
+        let bytes = match res.response().body().size() {
+            BodySize::Sized(n) => Some(n),
+            BodySize::None => Some(0),
+            BodySize::Stream => None,
+        };
+        let trace_id = match origin {
+            // No trace header held a valid id when the id was made.
+            request_id::Origin::Generated => None,
+            request_id::Origin::Trace => Some(id.as_str()),
+            request_id::Origin::Header => trace::trace_id(req.headers()),
+        };
+        logging::access(&logging::AccessRecord {
+            time: SystemTime::now(),
+            request_id: id.as_str(),
+            client: client.ip,
+            method: req.method().as_str(),
+            path: req.path(),
+            query: req.query_string(),
+            version: version_str(req.version()),
+            status,
+            bytes,
+            latency: elapsed,
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+            trace_id,
+            probe,
+        });
     }
 }
 
