@@ -326,7 +326,10 @@ fn nothing_pipelined_after_connection_close_is_processed_and_the_connection_clos
     );
     assert!(!reply.contains("again"), "{reply}");
     let log = drain_and_read_log(p);
-    assert!(!log.contains(r#""POST /api/v1/echo HTTP/1.1" 200"#), "{log}");
+    assert!(
+        !log.contains(r#""POST /api/v1/echo HTTP/1.1" 200"#),
+        "{log}"
+    );
 }
 
 #[test]
