@@ -142,8 +142,13 @@ pub fn configure_docs(cfg: &mut web::ServiceConfig) {
             .insert_header((header::LOCATION, DOCS_PATH))
             .finish()
     };
-    cfg.route("/docs", web::get().to(to_docs));
-    cfg.route("/docs", web::head().to(to_docs));
+    // Each resource is named by its pattern: the name is its metrics label.
+    cfg.service(
+        web::resource("/docs")
+            .name("/docs")
+            .route(web::get().to(to_docs))
+            .route(web::head().to(to_docs)),
+    );
     let spec = || async {
         static SPEC: OnceLock<web::Bytes> = OnceLock::new();
         let body = SPEC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into());
@@ -153,10 +158,18 @@ pub fn configure_docs(cfg: &mut web::ServiceConfig) {
     };
     // HEAD wherever GET: actix answers a HEAD routed to a GET handler
     // without the body.
-    cfg.route(SPEC_PATH, web::get().to(spec));
-    cfg.route(SPEC_PATH, web::head().to(spec));
-    cfg.route("/docs/{file:.*}", web::get().to(docs_asset));
-    cfg.route("/docs/{file:.*}", web::head().to(docs_asset));
+    cfg.service(
+        web::resource(SPEC_PATH)
+            .name(SPEC_PATH)
+            .route(web::get().to(spec))
+            .route(web::head().to(spec)),
+    );
+    cfg.service(
+        web::resource("/docs/{file:.*}")
+            .name("/docs/{file}")
+            .route(web::get().to(docs_asset))
+            .route(web::head().to(docs_asset)),
+    );
 }
 
 /// Swagger UI's configuration: this service's spec, no calls elsewhere.

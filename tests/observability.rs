@@ -525,3 +525,32 @@ fn database_and_redis_urls_are_probed_and_their_credentials_never_shown() {
     }
     assert!(shown.contains("postgres://127.0.0.1:"), "{shown}");
 }
+
+#[test]
+fn every_route_is_labelled_by_its_pattern() {
+    let p = spawn_binary(&[("METRICS_PORT", "0")]);
+    let metrics = metrics_addr(&p);
+    for path in [
+        "/api/v1/info",
+        "/docs/swagger-ui.css",
+        "/docs/index.html",
+        "/api-docs/openapi.json",
+        "/docs",
+        "/nowhere/1",
+        "/nowhere/2",
+    ] {
+        get(p.addr(), path);
+    }
+    let text = scrape(metrics);
+    for (route, status, count) in [
+        ("/api/v1/info", 200, 1.0),
+        ("/docs/{file}", 200, 2.0),
+        ("/api-docs/openapi.json", 200, 1.0),
+        ("/docs", 308, 1.0),
+        ("unmatched", 404, 2.0),
+    ] {
+        let name =
+            format!(r#"http_requests_total{{method="GET",route="{route}",status="{status}"}}"#);
+        assert_eq!(sample(&text, &name), Some(count), "{name}\n{text}");
+    }
+}

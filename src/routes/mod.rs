@@ -51,29 +51,9 @@ pub fn routes() -> [Route; 5] {
     ]
 }
 
-/// The metrics label for a request's route: the pattern of the resource it
-/// matched, never the raw path, so the label set stays bounded whatever
-/// paths clients send.
-pub fn route_label(match_name: Option<&str>, path: &str) -> &'static str {
-    if let Some(name) = match_name
-        && let Some(route) = routes().into_iter().find(|r| r.path == name)
-    {
-        return route.path;
-    }
-    if match_name == Some(ws::PATH) {
-        return ws::PATH;
-    }
-    if path == crate::openapi::SPEC_PATH {
-        crate::openapi::SPEC_PATH
-    } else if path == "/docs" || path.starts_with("/docs/") {
-        "/docs/{file}"
-    } else {
-        "unmatched"
-    }
-}
-
 /// Registers every route; each resource answers other methods with a 405
-/// problem that carries `Allow`.
+/// problem that carries `Allow`. Every resource is named by its pattern: the
+/// name is its metrics label (`telemetry::metrics::route_label`).
 pub fn configure(cfg: &mut web::ServiceConfig, test_routes: bool) {
     for route in routes() {
         let allow = route.allow;

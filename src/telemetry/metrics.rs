@@ -75,6 +75,48 @@ fn describe() {
     );
 }
 
+/// The route label of a request: the name of the resource it matched (the
+/// app names each resource by its pattern), never the raw path, so the
+/// label set stays bounded whatever paths clients send; `unmatched` when no
+/// named resource matched. Names are interned once per worker: a request
+/// pays one lookup by the name's address.
+pub fn route_label(match_name: Option<&str>) -> &'static str {
+    thread_local! {
+        static LABELS: RefCell<HashMap<(usize, usize), &'static str, FixedState>> =
+            RefCell::new(HashMap::with_hasher(FixedState::default()));
+    }
+    let Some(name) = match_name else {
+        return "unmatched";
+    };
+    // The name lives in the worker's resource map for the worker's life, so
+    // its address and length identify it.
+    LABELS.with(|labels| {
+        let mut labels = labels.borrow_mut();
+        let label = labels
+            .entry((name.as_ptr() as usize, name.len()))
+            .or_insert_with(|| intern(name));
+        // Another app on this thread may have reused the address (tests
+        // build many): the text decides.
+        if *label != name {
+            *label = intern(name);
+        }
+        *label
+    })
+}
+
+/// One `&'static str` per distinct resource name in the process (a few
+/// dozen at most: resources are the app's, not the client's).
+fn intern(name: &str) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.iter().find(|n| **n == name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
 /// The method label: the standard methods, anything else as `OTHER`, so a
 /// client inventing methods cannot grow the label set.
 pub fn method_label(m: &Method) -> &'static str {
@@ -272,6 +314,20 @@ fn process_metrics(state: &AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_labels_are_resource_names_interned() {
+        assert_eq!(route_label(None), "unmatched");
+        let a = String::from("/api/v1/things/{id}");
+        let first = route_label(Some(&a));
+        assert_eq!(first, "/api/v1/things/{id}");
+        let b = String::from("/api/v1/things/{id}");
+        // Another allocation of the same name: the same &'static str.
+        assert!(std::ptr::eq(first, route_label(Some(&b))));
+        drop(a);
+        let c = String::from("/other/{x}");
+        assert_eq!(route_label(Some(&c)), "/other/{x}");
+    }
 
     #[test]
     fn bucket_bounds_in_nanoseconds_are_exact() {

@@ -676,7 +676,7 @@ fn account<B: MessageBody>(
     let status = res.status().as_u16();
     let req = res.request();
     if settings.metrics {
-        let route = crate::routes::route_label(req.match_name(), req.path());
+        let route = metrics::route_label(req.match_name());
         metrics::record(route, metrics::method_label(req.method()), status, elapsed);
     }
     let probe = is_probe(req.path());
