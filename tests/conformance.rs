@@ -454,3 +454,49 @@ fn refusals_are_counted_and_logged_like_any_request() {
         "{log}"
     );
 }
+
+/// With `HTTP2=on`, the server's SETTINGS bound what one connection may hold
+/// (RFC 9113 §5.1.2 recommends a stream limit of at least 100), and a client
+/// that sends more requests than that at once still gets every answer.
+#[test]
+fn http2_advertises_a_stream_limit_and_serves_past_it_in_turn() {
+    let p = spawn_binary(&[("HTTP2", "on")]);
+    let addr = p.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+        // Drive the connection until the first answer: the server's SETTINGS
+        // arrive before it.
+        let request = || {
+            http::Request::get(format!("http://{addr}/"))
+                .body(())
+                .unwrap()
+        };
+        let (first, _) = client.clone().send_request(request(), true).unwrap();
+        let first = tokio::select! {
+            res = first => res.unwrap(),
+            res = &mut connection => panic!("the connection ended first: {res:?}"),
+        };
+        assert_eq!(first.status(), 200);
+        assert_eq!(connection.max_concurrent_send_streams(), 100);
+
+        // 150 requests at once: the client holds back what the limit does
+        // not admit, and every one is answered.
+        let driver = tokio::spawn(connection);
+        let mut answers = Vec::new();
+        for _ in 0..150 {
+            let mut client = client.clone().ready().await.unwrap();
+            let (res, _) = client.send_request(request(), true).unwrap();
+            answers.push(tokio::spawn(res));
+        }
+        for answer in answers {
+            assert_eq!(answer.await.unwrap().unwrap().status(), 200);
+        }
+        drop(client);
+        driver.abort();
+    });
+}

@@ -57,6 +57,14 @@ impl Stream for Payload {
     }
 }
 
+/// Streams one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// The largest header list a stream may send (`SETTINGS_MAX_HEADER_LIST_SIZE`). h2's default is
+/// 16 MiB, or 1.6 GiB over 100 streams; 64 KiB bounds a connection's headers at 6.4 MiB, and
+/// its request bodies are already bounded by the 2 MiB connection window.
+const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+
 pub(crate) fn handshake_with_timeout<T>(io: T, config: &ServiceConfig) -> HandshakeWithTimeout<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -64,7 +72,11 @@ where
     let mut builder = Builder::new();
     builder
         .initial_window_size(config.h2_initial_window_size())
-        .initial_connection_window_size(config.h2_initial_connection_window_size());
+        .initial_connection_window_size(config.h2_initial_connection_window_size())
+        // h2 advertises no stream limit by default, so one connection could open streams
+        // without bound. RFC 9113 §5.1.2 recommends a limit of no fewer than 100.
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE);
 
     HandshakeWithTimeout {
         handshake: builder.handshake(io),
