@@ -414,6 +414,24 @@ where
             return Ok(Poll::Ready(()));
         }
 
+        // Close the write half first, then read until the client closes too or the linger
+        // timer fires: the lingering close of RFC 9112 §9.6. The client learns at once that
+        // nothing more is coming; after a WebSocket's closing handshake this is the server
+        // closing the TCP connection first, as RFC 6455 §7.1.1 asks.
+        if !self.flags.contains(Flags::WRITE_DISCONNECT) {
+            let this = self.as_mut().project();
+            let io = Pin::new(this.io.as_mut().unwrap());
+            match io.poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => this.flags.insert(Flags::WRITE_DISCONNECT),
+                Poll::Ready(Err(_)) => {
+                    this.flags.remove(Flags::LINGER);
+                    this.flags.insert(Flags::SHUTDOWN | Flags::WRITE_DISCONNECT);
+                    return Ok(Poll::Ready(()));
+                }
+                Poll::Pending => return Ok(Poll::Pending),
+            }
+        }
+
         loop {
             let should_disconnect = self.as_mut().read_available(cx)?;
             let this = self.as_mut().project();
