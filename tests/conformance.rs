@@ -500,3 +500,59 @@ fn http2_advertises_a_stream_limit_and_serves_past_it_in_turn() {
         driver.abort();
     });
 }
+
+/// `Expect: 100-continue` with a request the service refuses before reading
+/// its body: the final status comes instead of `100 Continue`, so the client
+/// never uploads a body that would be thrown away (RFC 9110 §10.1.1).
+#[test]
+fn expect_100_continue_gets_the_final_status_when_the_request_is_refused() {
+    let p = spawn_binary(&[("MAX_BODY_BYTES", "1024")]);
+    let head = |path: &str, content_type: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+    for (request, status) in [
+        (head("/api/v1/echo", "text/plain", 10), 415),
+        (head("/api/v1/echo", "application/json", 4096), 413),
+        (head("/healthz", "application/json", 10), 405),
+        (head("/nowhere", "application/json", 10), 404),
+    ] {
+        // Only the head is sent: a server that says 100 waits for the body.
+        let (res, closed) = ask(p.addr(), request.as_bytes());
+        assert_eq!(res.status, status, "{request}");
+        res.assert_problem(status);
+        // The unread body would otherwise be read as the next request.
+        assert!(closed, "{request}: the connection stays open");
+    }
+}
+
+/// And with a request the service takes, `100 Continue` comes first, then
+/// the answer to the body sent after it.
+#[test]
+fn expect_100_continue_is_answered_when_the_service_reads_the_body() {
+    let p = spawn_binary(&[]);
+    let mut stream = TcpStream::connect(p.addr()).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let body = br#"{"message":"hello"}"#;
+    write!(
+        stream,
+        "POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // An interim response is a head alone.
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("an interim response");
+        interim.push(byte[0]);
+    }
+    assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body).unwrap();
+    let res = read_response(&mut stream).expect("the final response");
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["message"], "hello");
+}

@@ -42,7 +42,7 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 
 bitflags! {
     #[derive(Debug, Clone, Copy)]
-    pub struct Flags: u8 {
+    pub struct Flags: u16 {
         /// Set when stream is read for first time.
         const STARTED          = 0b0000_0001;
 
@@ -71,6 +71,11 @@ bitflags! {
         /// after the current response finishes. [`LINGER`](Self::LINGER) remains separate and is
         /// used only to close cleanly after a response to an unread request payload.
         const DRAINING         = 0b1000_0000;
+
+        /// Set while a `100 Continue` is owed to the request being served: it is sent when the
+        /// service first reads the request payload, and never if the service answers without
+        /// reading it (RFC 9110 §10.1.1: a final status instead of a body sent for nothing).
+        const CONTINUE         = 0b1_0000_0000;
     }
 }
 
@@ -484,6 +489,8 @@ where
         let is_upgrade = res.upgrade();
         let (draining, close_for_unread_payload) = {
             let this = self.as_mut().project();
+            // the final status answers an `Expect: 100-continue` the service did not read for
+            this.flags.remove(Flags::CONTINUE);
             (
                 this.flags.contains(Flags::DRAINING),
                 !is_upgrade
@@ -534,6 +541,8 @@ where
         let is_upgrade = res.upgrade();
         let (draining, close_for_unread_payload) = {
             let this = self.as_mut().project();
+            // the final status answers an `Expect: 100-continue` the service did not read for
+            this.flags.remove(Flags::CONTINUE);
             (
                 this.flags.contains(Flags::DRAINING),
                 !is_upgrade
@@ -576,10 +585,16 @@ where
         Ok(())
     }
 
-    fn send_continue(self: Pin<&mut Self>) {
-        self.project()
-            .write_buf
-            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    /// Sends the owed `100 Continue` once the service has started reading the request payload.
+    fn poll_continue(self: Pin<&mut Self>, cx: &mut Context<'_>) {
+        let this = self.project();
+        if this.flags.contains(Flags::CONTINUE)
+            && this.payload.as_ref().is_some_and(|pl| pl.poll_read_started(cx))
+        {
+            this.flags.remove(Flags::CONTINUE);
+            this.write_buf
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
     }
 
     fn poll_response(
@@ -657,6 +672,8 @@ where
                         // service call pending and could be waiting for more chunk messages
                         // (pipeline message limit and/or payload can_read limit)
                         Poll::Pending => {
+                            self.as_mut().poll_continue(cx);
+
                             // no new message is decoded and no new payload is fed
                             // nothing to do except waiting for new incoming data from client
                             if !self.as_mut().poll_request(cx)? {
@@ -786,11 +803,10 @@ where
                     trace!("  calling expect service");
 
                     match fut.poll(cx) {
-                        // expect resolved. write continue to buffer and set InnerDispatcher state
-                        // to service call.
+                        // expect resolved. owe a continue (sent once the service reads the
+                        // payload) and set InnerDispatcher state to service call.
                         Poll::Ready(Ok(req)) => {
-                            this.write_buf
-                                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                            this.flags.insert(Flags::CONTINUE);
                             let fut = this.flow.service.call(req);
                             this.state.set(State::ServiceCall { fut });
                         }
@@ -838,7 +854,7 @@ where
                     match fut.poll(cx) {
                         // expect is resolved; continue loop and poll the service call branch.
                         Poll::Ready(Ok(req)) => {
-                            self.as_mut().send_continue();
+                            self.as_mut().project().flags.insert(Flags::CONTINUE);
 
                             let mut this = self.as_mut().project();
                             let fut = this.flow.service.call(req);
@@ -874,7 +890,10 @@ where
                         }
 
                         // see the comment on ExpectCall state branch's Pending
-                        Poll::Pending => Ok(()),
+                        Poll::Pending => {
+                            self.as_mut().poll_continue(cx);
+                            Ok(())
+                        }
 
                         // see the comment on ExpectCall state branch's Ready(Err(_))
                         Poll::Ready(Err(err)) => {

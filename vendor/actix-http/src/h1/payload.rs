@@ -134,6 +134,19 @@ impl PayloadSender {
         }
     }
 
+    /// Whether the receiver has asked for data yet. If not, the current task is woken when it
+    /// first does. A dropped receiver never will.
+    pub fn poll_read_started(&self, cx: &mut Context<'_>) -> bool {
+        let Some(shared) = self.inner.upgrade() else {
+            return false;
+        };
+        if shared.borrow().read_started {
+            return true;
+        }
+        shared.borrow_mut().register_io(cx);
+        false
+    }
+
     #[inline]
     pub fn is_dropped(&self) -> bool {
         self.inner.strong_count() == 0
@@ -155,6 +168,8 @@ struct Inner {
     err: Option<PayloadError>,
     sender_closed: bool,
     need_read: bool,
+    /// Set on the receiver's first poll.
+    read_started: bool,
     items: VecDeque<Bytes>,
     task: Option<Waker>,
     io_task: Option<Waker>,
@@ -169,6 +184,7 @@ impl Inner {
             sender_closed: eof,
             items: VecDeque::new(),
             need_read: true,
+            read_started: false,
             task: None,
             io_task: None,
         }
@@ -246,6 +262,7 @@ impl Inner {
         mut self: Pin<&mut Self>,
         cx: &Context<'_>,
     ) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        self.read_started = true;
         if let Some(data) = self.items.pop_front() {
             self.len -= data.len();
             self.need_read = self.len < MAX_BUFFER_SIZE;
