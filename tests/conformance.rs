@@ -364,10 +364,10 @@ fn a_keep_alive_connection_still_serves_pipelined_requests() {
 // ---------------------------------------------------------------------------
 
 /// Heads actix-http's parser refuses before any of our code runs: each gets
-/// a bare 400 (431 for too many header fields), with no body, and the
+/// a 400 (431 for too many header fields) problem document from the carried
+/// actix-http patch, without a request id as no request was read, and the
 /// connection is closed, so nothing after it can be read as a second
-/// request. The README's Errors section lists these as the responses that
-/// are not problem documents.
+/// request.
 const REFUSED_BY_THE_PARSER: [(&str, &[u8], u16); 16] = [
     ("CL+CL", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
     ("CL+TE", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
@@ -388,7 +388,7 @@ const REFUSED_BY_THE_PARSER: [(&str, &[u8], u16); 16] = [
 ];
 
 #[test]
-fn smuggling_shapes_get_a_bare_refusal_and_a_closed_connection() {
+fn smuggling_shapes_get_a_problem_and_a_closed_connection() {
     let p = spawn_binary(&[]);
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000));
     let many_headers = format!(
@@ -418,9 +418,17 @@ fn smuggling_shapes_get_a_bare_refusal_and_a_closed_connection() {
         assert_eq!(all.len(), 1, "{name}: {reply}");
         assert!(all[0].0.starts_with(&status.to_string()), "{name}: {reply}");
         assert!(
-            !all[0].1.contains("content-type"),
-            "{name}: now a body? {reply}"
+            all[0]
+                .1
+                .contains("content-type: application/problem+json"),
+            "{name}: {reply}"
         );
+        assert!(all[0].1.contains("cache-control: no-store"), "{name}");
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let problem: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {reply}"));
+        assert_eq!(problem["status"], status, "{name}");
+        assert!(problem["detail"].is_string(), "{name}: {problem}");
     }
     assert_eq!(common::get(p.addr(), "/healthz").status, 200);
 }

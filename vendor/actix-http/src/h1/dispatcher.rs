@@ -32,6 +32,7 @@ use crate::{
     body::{BodySize, BoxBody, MessageBody},
     config::ServiceConfig,
     error::{DispatchError, ParseError, PayloadError},
+    header::{self, HeaderValue},
     service::HttpFlow,
     ConnectionType, Error, Extensions, HttpMessage, OnConnectData, Request, Response, StatusCode,
 };
@@ -636,7 +637,8 @@ where
                         // send_response would update InnerDispatcher state to SendPayload or None
                         // (If response body is empty)
                         // continue loop to poll it
-                        self.as_mut().send_error_response(res, BoxBody::new(()))?;
+                        let (res, body) = problem(res);
+                        self.as_mut().send_error_response(res, body)?;
                     }
 
                     // return with upgrade request and poll it exclusively
@@ -1079,10 +1081,8 @@ where
 
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
-                let _ = self.as_mut().send_error_response(
-                    Response::with_body(StatusCode::REQUEST_TIMEOUT, ()),
-                    BoxBody::new(()),
-                );
+                let (res, body) = problem(Response::with_body(StatusCode::REQUEST_TIMEOUT, ()));
+                let _ = self.as_mut().send_error_response(res, body);
 
                 self.project().flags.insert(Flags::SHUTDOWN);
             }
@@ -1508,6 +1508,33 @@ where
             }
         }
     }
+}
+
+/// The dispatcher's own answers (to a head it cannot parse, one too large, one too slow) as
+/// RFC 9457 problem documents: a client learns what went wrong, as it would from the service.
+fn problem(mut res: Response<()>) -> (Response<()>, BoxBody) {
+    let status = res.status();
+    let detail = match status {
+        StatusCode::BAD_REQUEST => "the request head is not valid HTTP/1.1",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            "the request head has too many header fields or is too large"
+        }
+        StatusCode::REQUEST_TIMEOUT => "the request head did not arrive in time",
+        _ => "the connection could not be served",
+    };
+    let body = format!(
+        r#"{{"type":"about:blank","title":"{}","status":{},"detail":"{}"}}"#,
+        status.canonical_reason().unwrap_or_default(),
+        status.as_u16(),
+        detail,
+    );
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (res, BoxBody::new(body))
 }
 
 fn should_close_for_unread_payload(
