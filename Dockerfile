@@ -41,6 +41,11 @@ RUN cargo chef prepare --recipe-path recipe.json
 # Stage 2: build the dependencies, then the application.
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
+# The patched actix-http (vendor/README.md) is a dependency, not a member of
+# the package: cargo-chef's recipe holds only members' manifests
+# (cargo-chef 0.1.78 src/skeleton/read.rs, `manifests`), so the crate itself
+# goes in before the dependencies are built.
+COPY vendor vendor
 # --locked: build exactly the versions in Cargo.lock, and fail rather than
 # silently resolve new ones, so the image matches what CI tested.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
