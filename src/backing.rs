@@ -1,9 +1,11 @@
 //! Backing services (the 12-factor article's `AUTH_SERVICE_URL`): every
 //! `*_SERVICE_URL` names one, and so do `DATABASE_URL` and `REDIS_URL`, the
 //! names the platforms' add-ons inject (Heroku Postgres and Key-Value Store,
-//! Railway, Render, Fly). A background thread probes each on an interval
-//! with a short timeout, and `/readyz` reads the last result, so a slow
-//! dependency can never make the readiness probe itself slow.
+//! Railway, Render, Fly). A background thread probes each over TCP on an
+//! interval with a short timeout, the service's own readiness checks
+//! ([`crate::Service::readiness`]) run on the same interval, and `/readyz`
+//! reads the last results, so a slow dependency can never make the
+//! readiness probe itself slow.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -134,44 +136,60 @@ impl BackingService {
     }
 }
 
-/// The last probe result of one service.
+/// The last probe result of one backing service or readiness check.
 #[derive(Debug)]
 struct Status {
-    service: BackingService,
+    name: String,
+    /// What `/readyz` shows as the URL (none for a readiness check).
+    url: Option<String>,
+    /// Probed over TCP by the background thread; `None` for a readiness
+    /// check, which its own task runs.
+    tcp: Option<BackingService>,
     checked: AtomicBool,
     up: AtomicBool,
     latency_us: AtomicU64,
 }
 
-/// What `/readyz` and `/api/v1/info` show of one service.
+/// What `/readyz` and `/api/v1/info` show of one backing service or
+/// readiness check.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServiceReport {
-    /// `auth` for `AUTH_SERVICE_URL`.
+    /// `auth` for `AUTH_SERVICE_URL`, or the name a readiness check was
+    /// registered with.
     pub name: String,
-    /// The URL, without credentials.
-    pub url: String,
-    /// Whether the last probe connected.
+    /// The URL, without credentials; none for a readiness check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub url: Option<String>,
+    /// Whether the last probe connected (or the check passed).
     pub up: bool,
-    /// How long the last successful probe took to connect.
+    /// How long the last successful probe took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
 }
 
-/// The probe results every worker reads, updated by one background thread.
+/// The probe results every worker reads: the backing services, updated by
+/// one background thread, then the readiness checks, updated by their task.
 #[derive(Debug, Clone, Default)]
 pub struct Probes(Arc<Vec<Status>>);
 
 impl Probes {
-    pub fn new(services: &[BackingService]) -> Probes {
+    /// The backing services, then one slot for each readiness check, in the
+    /// order given (`record_check` takes the check's index).
+    pub fn new(services: &[BackingService], checks: &[String]) -> Probes {
+        let status = |name: String, url: Option<String>, tcp: Option<BackingService>| Status {
+            name,
+            url,
+            tcp,
+            checked: AtomicBool::new(false),
+            up: AtomicBool::new(false),
+            latency_us: AtomicU64::new(0),
+        };
         Probes(Arc::new(
             services
                 .iter()
-                .map(|s| Status {
-                    service: s.clone(),
-                    checked: AtomicBool::new(false),
-                    up: AtomicBool::new(false),
-                    latency_us: AtomicU64::new(0),
-                })
+                .map(|s| status(s.name.clone(), Some(s.display_url.clone()), Some(s.clone())))
+                .chain(checks.iter().map(|name| status(name.clone(), None, None)))
                 .collect(),
         ))
     }
@@ -191,8 +209,8 @@ impl Probes {
             .map(|s| {
                 let up = s.up.load(Ordering::Relaxed);
                 ServiceReport {
-                    name: s.service.name.clone(),
-                    url: s.service.display_url.clone(),
+                    name: s.name.clone(),
+                    url: s.url.clone(),
                     up,
                     latency_ms: up.then(|| s.latency_us.load(Ordering::Relaxed) as f64 / 1000.0),
                 }
@@ -200,47 +218,32 @@ impl Probes {
             .collect()
     }
 
-    /// Probes every service once, logging each change of state.
+    /// Probes every backing service once over TCP, logging each change of
+    /// state.
     pub fn probe_all(&self, timeout: Duration) {
         for s in self.0.iter() {
-            let result = s.service.probe(timeout);
-            let was_up = s.up.load(Ordering::Relaxed);
-            let first = !s.checked.swap(true, Ordering::Relaxed);
-            match result {
-                Ok(latency) => {
-                    s.latency_us
-                        .store(latency.as_micros() as u64, Ordering::Relaxed);
-                    s.up.store(true, Ordering::Relaxed);
-                    if first || !was_up {
-                        log::info!(
-                            "backing service {} ({}) is up",
-                            s.service.name,
-                            s.service.display_url
-                        );
-                    }
-                }
-                Err(e) => {
-                    s.up.store(false, Ordering::Relaxed);
-                    if first || was_up {
-                        log::warn!(
-                            "backing service {} ({}) is down: {e}; /readyz answers 503",
-                            s.service.name,
-                            s.service.display_url
-                        );
-                    }
-                }
+            if let Some(service) = &s.tcp {
+                record(s, service.probe(timeout));
             }
         }
     }
 
-    /// Starts the background thread that probes every `interval`. A probe
-    /// times out after at most 2 s, or the interval if that is shorter.
+    /// Records the outcome of the readiness check with this index (in the
+    /// order given to [`Probes::new`]), logging each change of state.
+    pub fn record_check(&self, index: usize, result: Result<Duration, String>) {
+        if let Some(s) = self.0.iter().filter(|s| s.tcp.is_none()).nth(index) {
+            record(s, result);
+        }
+    }
+
+    /// Starts the background thread that probes the backing services every
+    /// `interval`. A probe times out after [`probe_timeout`].
     pub fn spawn(&self, interval: Duration) {
-        if self.is_empty() {
+        if !self.0.iter().any(|s| s.tcp.is_some()) {
             return;
         }
         let probes = self.clone();
-        let timeout = interval.min(Duration::from_secs(2));
+        let timeout = probe_timeout(interval);
         let spawned = std::thread::Builder::new()
             .name("backing-probes".into())
             .spawn(move || {
@@ -251,6 +254,38 @@ impl Probes {
             });
         if let Err(e) = spawned {
             log::error!("cannot start the backing-service probes: {e}");
+        }
+    }
+}
+
+/// How long one probe or readiness check may take: 2 s, or the interval if
+/// that is shorter.
+pub fn probe_timeout(interval: Duration) -> Duration {
+    interval.min(Duration::from_secs(2))
+}
+
+/// Stores one probe's outcome, logging a change of state (and the first).
+fn record(s: &Status, result: Result<Duration, String>) {
+    let was_up = s.up.load(Ordering::Relaxed);
+    let first = !s.checked.swap(true, Ordering::Relaxed);
+    let what = match &s.url {
+        Some(url) => format!("backing service {} ({url})", s.name),
+        None => format!("readiness check {}", s.name),
+    };
+    match result {
+        Ok(latency) => {
+            s.latency_us
+                .store(latency.as_micros() as u64, Ordering::Relaxed);
+            s.up.store(true, Ordering::Relaxed);
+            if first || !was_up {
+                log::info!("{what} is up");
+            }
+        }
+        Err(e) => {
+            s.up.store(false, Ordering::Relaxed);
+            if first || was_up {
+                log::warn!("{what} is down: {e}; /readyz answers 503");
+            }
         }
     }
 }
@@ -332,14 +367,23 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let svc =
             BackingService::parse("A_SERVICE_URL", &format!("http://127.0.0.1:{port}")).unwrap();
-        let probes = Probes::new(&[svc]);
+        let probes = Probes::new(&[svc], &["own".to_owned()]);
         assert!(!probes.all_up(), "not up before the first probe");
         probes.probe_all(Duration::from_secs(1));
+        assert!(probes.reports()[0].up);
+        assert!(!probes.all_up(), "not up before the check's first run");
+        probes.record_check(0, Ok(Duration::from_millis(3)));
         assert!(probes.all_up());
         assert!(probes.reports()[0].latency_ms.is_some());
         drop(listener);
         probes.probe_all(Duration::from_secs(1));
         assert!(!probes.all_up());
         assert_eq!(probes.reports()[0].latency_ms, None);
+        // A readiness check's slot follows the services', and has no URL.
+        assert_eq!(probes.reports()[1].name, "own");
+        assert_eq!(probes.reports()[1].url, None);
+        assert!(probes.reports()[1].up);
+        probes.record_check(0, Err("no".into()));
+        assert!(!probes.reports()[1].up);
     }
 }

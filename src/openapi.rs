@@ -1,6 +1,8 @@
-//! The OpenAPI document (`ApiDoc`) and the Swagger UI that renders it. The UI
-//! is compiled in (utoipa-swagger-ui's `vendored` feature), so neither the
-//! build nor the browser fetches anything from the internet.
+//! The runtime's half of the OpenAPI document (the probes and
+//! `/api/v1/info`, the problem schemas, the errors every operation can
+//! return), merged with the service's own, and the Swagger UI that renders
+//! it. The UI is compiled in (utoipa-swagger-ui's `vendored` feature), so
+//! neither the build nor the browser fetches anything from the internet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,37 +13,46 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::Config as SwaggerConfig;
 
 use crate::error::{ApiError, FieldError, ProblemDetails};
-use crate::routes::{echo, health, info};
+use crate::routes::{health, info};
+use crate::state::AppState;
 
 /// Where the spec is served.
 pub const SPEC_PATH: &str = "/api-docs/openapi.json";
 /// Where Swagger UI is served.
 pub const DOCS_PATH: &str = "/docs/";
 
+/// The runtime's paths, which every service serves.
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "portbound",
-        contact(name = "portbound", url = "https://github.com/portbound/portbound"),
-        description = "A port-bound web service: it is its own HTTP server, takes its port \
-                       from `PORT`, and starts unchanged on Heroku, Fly.io, Cloud Run, Railway \
-                       and Render. Every error is `application/problem+json` (RFC 9457) and \
-                       every response carries `X-Request-ID`. `GET /ws/echo` is a WebSocket \
-                       echo (not listed below, as OpenAPI cannot describe WebSockets) that \
-                       closes with code 1001 when the server drains."
-    ),
     // Relative: the instance that serves this document serves the API, on
     // whatever PORT and behind whatever router it runs.
     servers((url = "/", description = "This instance")),
-    paths(health::root, health::healthz, health::readyz, info::info, echo::echo),
+    paths(health::root, health::healthz, health::readyz, info::info),
     components(schemas(ProblemDetails, FieldError)),
-    modifiers(&SharedErrors),
     tags(
         (name = "health", description = "Probes for platforms and load balancers"),
-        (name = "api", description = "The service's API")
+        (name = "instance", description = "What this instance is and where it runs")
     )
 )]
-pub struct ApiDoc;
+pub struct RuntimeDoc;
+
+/// The service's document (its `info` and paths; a bare one named `name`
+/// when it has none) merged with the runtime's, and the shared error
+/// responses added to every operation.
+pub fn document(
+    name: &str,
+    version: &str,
+    service: Option<utoipa::openapi::OpenApi>,
+) -> utoipa::openapi::OpenApi {
+    let mut doc = service.unwrap_or_else(|| {
+        utoipa::openapi::OpenApiBuilder::new()
+            .info(utoipa::openapi::Info::new(name, version))
+            .build()
+    });
+    doc.merge(RuntimeDoc::openapi());
+    SharedErrors.modify(&mut doc);
+    doc
+}
 
 /// Errors any operation can answer, whatever its own responses say: the
 /// request middleware and actix's extractors produce them before or around
@@ -125,18 +136,9 @@ impl Modify for SharedErrors {
     }
 }
 
-/// The spec as pretty JSON, as committed in `openapi.json`.
-pub fn spec_json() -> String {
-    let mut json = ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serializes");
-    json.push('\n');
-    json
-}
-
 /// Mounts Swagger UI at `/docs/` (with `/docs` redirecting there) and the
 /// spec at `/api-docs/openapi.json`.
-pub fn configure_docs(cfg: &mut web::ServiceConfig) {
+pub fn configure_docs(cfg: &mut web::ServiceConfig, state: &AppState) {
     let to_docs = || async {
         HttpResponse::PermanentRedirect()
             .insert_header((header::LOCATION, DOCS_PATH))
@@ -149,19 +151,22 @@ pub fn configure_docs(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(to_docs))
             .route(web::head().to(to_docs)),
     );
-    let spec = || async {
-        static SPEC: OnceLock<web::Bytes> = OnceLock::new();
-        let body = SPEC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into());
-        HttpResponse::Ok()
-            .content_type("application/json")
-            .body(body.clone())
+    // Serialized once per worker, when the app is built.
+    let body: web::Bytes = state.app.openapi.to_json().unwrap_or_default().into();
+    let spec = move || {
+        let body = body.clone();
+        async move {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body)
+        }
     };
     // HEAD wherever GET: actix answers a HEAD routed to a GET handler
     // without the body.
     cfg.service(
         web::resource(SPEC_PATH)
             .name(SPEC_PATH)
-            .route(web::get().to(spec))
+            .route(web::get().to(spec.clone()))
             .route(web::head().to(spec)),
     );
     cfg.service(

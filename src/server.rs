@@ -1,5 +1,7 @@
-//! Assembles the `HttpServer`: the app, workers, keep-alive, and the drain
-//! that platforms expect on SIGTERM and SIGINT.
+//! Assembles the `HttpServer`: the app (the runtime's routes and middleware
+//! around the service's own), workers, keep-alive, the service's readiness
+//! checks and background tasks, and the drain that platforms expect on
+//! SIGTERM and SIGINT.
 //!
 //! actix's own signal handling is off: it treats SIGINT as a forced stop
 //! (Fly.io's default `kill_signal` is SIGINT) and knows nothing of readiness.
@@ -20,11 +22,13 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::config::Config;
 use crate::error::{ApiError, json_error};
 use crate::listener::Listeners;
+use crate::service::{DrainHook, ReadinessCheck, Service, StopSignal, Task};
 use crate::state::AppState;
 use crate::telemetry::RequestContext;
 
-/// The application: routes, docs, error bodies, and the request middleware.
-/// `HttpServer` builds one per worker; tests build it directly too.
+/// The application: the runtime's routes and the service's, docs, error
+/// bodies, and the request middleware. `HttpServer` builds one per worker;
+/// tests build it directly too.
 pub fn app(
     state: AppState,
 ) -> App<
@@ -57,9 +61,10 @@ pub fn app(
         // request id, access line and problem body.
         .wrap(RequestContext::new(&state))
         .configure(|cfg| crate::routes::configure(cfg, settings.test_routes))
+        .configure(|cfg| state.app.configure(cfg))
         .configure(|cfg| {
             if settings.docs_enabled {
-                crate::openapi::configure_docs(cfg);
+                crate::openapi::configure_docs(cfg, &state);
             }
         })
         .default_service(web::to(|| async {
@@ -160,6 +165,10 @@ pub struct Server {
     /// The sockets this process bound itself, shut for new connections when
     /// the listener closes.
     pub owned_sockets: Vec<socket2::Socket>,
+    /// The service's background tasks, started by `serve`.
+    tasks: Vec<Task>,
+    /// The service's drain hooks, run by `serve` at the end of the drain.
+    hooks: Vec<DrainHook>,
 }
 
 impl Server {
@@ -168,10 +177,11 @@ impl Server {
     }
 }
 
-/// Builds the `HttpServer` on listeners that are already bound (and the
-/// metrics listener, if configured). Nothing runs until the returned servers
-/// are awaited (or spawned).
-pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
+/// Builds the `HttpServer` for `service` on listeners that are already bound
+/// (and the metrics listener, if configured), and starts the probes of the
+/// backing services and readiness checks. The server runs once awaited (or
+/// spawned); `serve` also starts the service's tasks and runs its drain.
+pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Result<Server> {
     let addrs = listeners.tcp_addrs()?;
     let mut shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     for l in &listeners.unix {
@@ -183,7 +193,12 @@ pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
             shown.push(format!("unix:{p}"));
         }
     }
-    let state = AppState::new(config, shown, addrs.iter().map(SocketAddr::port).collect());
+    let state = AppState::new(
+        config,
+        shown,
+        addrs.iter().map(SocketAddr::port).collect(),
+        service.parts(),
+    );
     if config.metrics_port.is_some() {
         crate::telemetry::metrics::install();
     }
@@ -247,6 +262,13 @@ pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
         }
     };
     state.probes.spawn(config.service_probe_interval);
+    let Service {
+        checks,
+        tasks,
+        hooks,
+        ..
+    } = service;
+    spawn_checks(&state, checks, config.service_probe_interval);
     Ok(Server {
         server: http.run(),
         state,
@@ -255,7 +277,34 @@ pub fn build(config: &Config, listeners: Listeners) -> io::Result<Server> {
         metrics,
         socket_files,
         owned_sockets: owned,
+        tasks,
+        hooks,
     })
+}
+
+/// Runs the service's readiness checks every `interval` on this thread (the
+/// one that runs the server), each bounded by the probe timeout, and
+/// records their results where `/readyz` reads them.
+fn spawn_checks(state: &AppState, checks: Vec<ReadinessCheck>, interval: Duration) {
+    if checks.is_empty() {
+        return;
+    }
+    let probes = state.probes.clone();
+    let timeout = crate::backing::probe_timeout(interval);
+    actix_rt::spawn(async move {
+        loop {
+            for (index, check) in checks.iter().enumerate() {
+                let started = Instant::now();
+                let result = match actix_rt::time::timeout(timeout, (check.run)()).await {
+                    Ok(Ok(())) => Ok(started.elapsed()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                };
+                probes.record_check(index, result);
+            }
+            actix_rt::time::sleep(interval).await;
+        }
+    });
 }
 
 /// Time between pausing the accept loop and the graceful stop, for
@@ -314,11 +363,14 @@ impl StopSignals {
 /// 1. the signal arrives: `/readyz` answers 503 and responses carry
 ///    `Connection: close`, but the listener still accepts;
 /// 2. after `SHUTDOWN_DELAY` the listener closes and idle connections go;
-/// 3. in-flight requests get until `SHUTDOWN_TIMEOUT` to finish;
-/// 4. a second signal at any point stops at once.
+/// 3. in-flight requests and the service's background tasks get until
+///    `SHUTDOWN_TIMEOUT` to finish (the tasks were told at step 1);
+/// 4. the service's drain hooks run in what is left of that budget;
+/// 5. a second signal at any point stops at once.
 pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
     let mut signals = StopSignals::install()?;
     let handle = server.handle();
+    let tasks = start_tasks(server.tasks, &server.state.drain);
     // Scrapes keep working through the drain; the metrics listener stops last.
     let metrics = server.metrics.map(|(m, _)| {
         let handle = m.handle();
@@ -334,6 +386,15 @@ pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
         &mut signals,
     )
     .await;
+    let result = match result {
+        Ok((shutdown @ (Shutdown::Drained | Shutdown::TimedOut { .. }), deadline)) => {
+            tokio::select! {
+                () = finish_background(tasks, server.hooks, deadline) => Ok(shutdown),
+                (name, signal) = signals.next() => Ok(forced(name, signal, &server.state.drain)),
+            }
+        }
+        other => other.map(|(shutdown, _)| shutdown),
+    };
     if let Some(m) = metrics {
         drop(m.stop(false));
     }
@@ -342,6 +403,74 @@ pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
     result
 }
 
+/// A background task as it runs: its name and its handle.
+struct RunningTask {
+    name: String,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Starts each task on this thread with its stop signal; each logs how it
+/// ended when it ends.
+fn start_tasks(tasks: Vec<Task>, drain: &crate::state::DrainState) -> Vec<RunningTask> {
+    tasks
+        .into_iter()
+        .map(|task| {
+            let name = task.name;
+            let run = (task.run)(StopSignal::new(drain.clone()));
+            let label = name.clone();
+            let drain = drain.clone();
+            let handle = actix_rt::spawn(async move {
+                match run.await {
+                    Ok(()) if drain.is_draining() => log::info!("task {label} stopped"),
+                    // A task that returns while the service serves is
+                    // reported; the service goes on serving.
+                    Ok(()) => log::warn!("task {label} finished before any stop signal"),
+                    Err(e) => log::error!("task {label} failed: {e}"),
+                }
+            });
+            log::info!("task {name} started");
+            RunningTask { name, handle }
+        })
+        .collect()
+}
+
+/// Waits for the tasks until `deadline` and cuts those still running, then
+/// runs the drain hooks one by one in what is left.
+async fn finish_background(tasks: Vec<RunningTask>, hooks: Vec<DrainHook>, deadline: Instant) {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    for task in tasks {
+        let RunningTask { name, mut handle } = task;
+        match tokio::time::timeout_at(deadline, &mut handle).await {
+            Ok(Ok(())) => {}
+            // The panic hook has logged the panic itself.
+            Ok(Err(e)) if e.is_panic() => log::error!("task {name} panicked"),
+            Ok(Err(_)) => {}
+            Err(_) => {
+                handle.abort();
+                log::warn!("task {name} cut: still running when SHUTDOWN_TIMEOUT ran out");
+            }
+        }
+    }
+    for hook in hooks {
+        let name = hook.name;
+        if tokio::time::Instant::now() >= deadline {
+            log::warn!("drain hook {name} skipped: SHUTDOWN_TIMEOUT ran out");
+            continue;
+        }
+        let started = Instant::now();
+        match tokio::time::timeout_at(deadline, (hook.run)()).await {
+            Ok(Ok(())) => log::info!(
+                "drain hook {name} done ({} ms)",
+                started.elapsed().as_millis()
+            ),
+            Ok(Err(e)) => log::error!("drain hook {name} failed: {e}"),
+            Err(_) => log::warn!("drain hook {name} cut: SHUTDOWN_TIMEOUT ran out"),
+        }
+    }
+}
+
+/// How the requests' drain ended, and when the drain's budget ends (now,
+/// when there is nothing left to wait for).
 async fn drain_on_signal(
     config: &Config,
     server: actix_web::dev::Server,
@@ -349,12 +478,12 @@ async fn drain_on_signal(
     state: &AppState,
     owned_sockets: &[socket2::Socket],
     signals: &mut StopSignals,
-) -> io::Result<Shutdown> {
+) -> io::Result<(Shutdown, Instant)> {
     let drain = state.drain.clone();
     let mut running = std::pin::pin!(server);
 
     let (name, _) = tokio::select! {
-        res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+        res = &mut running => { res?; return Ok((Shutdown::Stopped, Instant::now())) }
         sig = signals.next() => sig,
     };
     drain.begin();
@@ -369,9 +498,9 @@ async fn drain_on_signal(
 
     if !config.shutdown_delay.is_zero() {
         tokio::select! {
-            res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+            res = &mut running => { res?; return Ok((Shutdown::Stopped, Instant::now())) }
             _ = actix_rt::time::sleep(config.shutdown_delay) => {}
-            (name, signal) = signals.next() => return Ok(forced(name, signal, &drain)),
+            (name, signal) = signals.next() => return Ok((forced(name, signal, &drain), Instant::now())),
         }
     }
 
@@ -389,14 +518,14 @@ async fn drain_on_signal(
     // The command is processed by the server future, so poll it meanwhile.
     let paused = handle.pause();
     tokio::select! {
-        res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+        res = &mut running => { res?; return Ok((Shutdown::Stopped, Instant::now())) }
         _ = paused => {}
-        (name, signal) = signals.next() => return Ok(forced(name, signal, &drain)),
+        (name, signal) = signals.next() => return Ok((forced(name, signal, &drain), Instant::now())),
     }
     tokio::select! {
-        res = &mut running => { res?; return Ok(Shutdown::Stopped) }
+        res = &mut running => { res?; return Ok((Shutdown::Stopped, Instant::now())) }
         _ = actix_rt::time::sleep(ACCEPT_SETTLE) => {}
-        (name, signal) = signals.next() => return Ok(forced(name, signal, &drain)),
+        (name, signal) = signals.next() => return Ok((forced(name, signal, &drain), Instant::now())),
     }
     log::info!(
         "listener closed; waiting for {} in-flight request(s)",
@@ -404,27 +533,28 @@ async fn drain_on_signal(
     );
     // Sends the command now; completion is observed through `running`.
     drop(handle.stop(true));
+    let deadline = Instant::now() + config.shutdown_timeout;
     tokio::select! {
         res = &mut running => {
             res?;
             log::info!("drain complete: every request finished ({} ms)", started.elapsed().as_millis());
-            Ok(Shutdown::Drained)
+            Ok((Shutdown::Drained, deadline))
         }
         _ = actix_rt::time::sleep(config.shutdown_timeout) => {
             // actix notices finished workers only once a second.
             let cut = drain.in_flight();
             if cut == 0 {
                 log::info!("drain complete: every request finished ({} ms)", started.elapsed().as_millis());
-                Ok(Shutdown::Drained)
+                Ok((Shutdown::Drained, deadline))
             } else {
                 log::warn!(
                     "drain timed out after {} s (SHUTDOWN_TIMEOUT): cutting {cut} in-flight request(s)",
                     config.shutdown_timeout.as_secs()
                 );
-                Ok(Shutdown::TimedOut { cut })
+                Ok((Shutdown::TimedOut { cut }, deadline))
             }
         }
-        (name, signal) = signals.next() => Ok(forced(name, signal, &drain)),
+        (name, signal) = signals.next() => Ok((forced(name, signal, &drain), Instant::now())),
     }
     // Returning drops the server future, which stops every worker at once.
 }
@@ -454,9 +584,10 @@ pub fn log_startup(config: &Config, server: &Server) {
         })
         .collect();
     log::info!(
-        "portbound {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
+        "{} {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
          after a {} s delay",
-        crate::VERSION,
+        server.state.facts.name,
+        server.state.facts.version,
         listening.join(", "),
         config.workers,
         config.platform,
@@ -498,5 +629,8 @@ pub fn log_startup(config: &Config, server: &Server) {
             s.display_url,
             s.variable
         );
+    }
+    for name in &server.state.app.checks {
+        log::info!("readiness check {name}");
     }
 }

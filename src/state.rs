@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use crate::backing::Probes;
 use crate::config::Config;
 use crate::platform::{InstanceFacts, Platform};
+use crate::service::AppParts;
 
 /// Whether the process is draining, and how many requests are in flight.
 /// Cloned freely: every clone shares the same counters.
@@ -95,6 +96,8 @@ impl InFlightCounter {
 /// Facts about this process that do not change while it runs.
 #[derive(Debug, Clone)]
 pub struct ServiceFacts {
+    /// The service's name.
+    pub name: &'static str,
     pub version: &'static str,
     pub platform: Platform,
     pub instance: InstanceFacts,
@@ -126,13 +129,20 @@ pub struct AppState {
     pub probes: Probes,
     pub facts: Arc<ServiceFacts>,
     pub settings: Arc<RequestSettings>,
+    /// The service's routes and OpenAPI document.
+    pub app: Arc<AppParts>,
 }
 
 impl AppState {
-    pub fn new(config: &Config, listeners: Vec<String>, ports: Vec<u16>) -> AppState {
+    pub fn new(
+        config: &Config,
+        listeners: Vec<String>,
+        ports: Vec<u16>,
+        app: Arc<AppParts>,
+    ) -> AppState {
         AppState {
             drain: DrainState::default(),
-            probes: Probes::new(&config.services),
+            probes: Probes::new(&config.services, &app.checks),
             settings: Arc::new(RequestSettings {
                 trusted_proxies: config.trusted_proxies.clone(),
                 force_https: config.force_https,
@@ -144,7 +154,8 @@ impl AppState {
                 test_routes: config.test_routes,
             }),
             facts: Arc::new(ServiceFacts {
-                version: crate::VERSION,
+                name: app.name,
+                version: app.version,
                 platform: config.platform,
                 instance: config.instance.clone(),
                 listeners,
@@ -152,6 +163,7 @@ impl AppState {
                 workers: config.workers,
                 started: Instant::now(),
             }),
+            app,
         }
     }
 }

@@ -23,7 +23,6 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use utoipa::OpenApi;
 
 use common::{DEADLINE, free_port, raw, scratch_dir, spawn_binary};
 
@@ -217,7 +216,7 @@ async fn wait_in(parent: &Element, css: &str) -> Element {
 
 /// The number of operations in the spec: what Swagger UI must render.
 fn operations_in_spec() -> usize {
-    let spec = serde_json::to_value(portbound::openapi::ApiDoc::openapi()).expect("the spec");
+    let spec = serde_json::to_value(portbound::app::service().openapi_doc()).expect("the spec");
     let methods = [
         "get", "put", "post", "delete", "options", "head", "patch", "trace",
     ];

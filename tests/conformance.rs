@@ -418,9 +418,7 @@ fn smuggling_shapes_get_a_problem_and_a_closed_connection() {
         assert_eq!(all.len(), 1, "{name}: {reply}");
         assert!(all[0].0.starts_with(&status.to_string()), "{name}: {reply}");
         assert!(
-            all[0]
-                .1
-                .contains("content-type: application/problem+json"),
+            all[0].1.contains("content-type: application/problem+json"),
             "{name}: {reply}"
         );
         assert!(all[0].1.contains("cache-control: no-store"), "{name}");

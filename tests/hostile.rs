@@ -412,7 +412,11 @@ fn every_bad_body_gets_a_4xx_problem() {
 #[test]
 fn every_route_survives_the_corpus() {
     let p = spawn_binary(&[]);
-    let routes: Vec<&str> = portbound::routes::routes().iter().map(|r| r.path).collect();
+    let routes: Vec<&str> = portbound::routes::builtin()
+        .iter()
+        .chain(portbound::app::routes().iter())
+        .map(|r| r.path)
+        .collect();
     let weird_paths = [
         "/../../etc/passwd",
         "/%2e%2e/%2e%2e/etc/passwd",

@@ -328,7 +328,10 @@ fn metrics_count_requests_on_their_own_port() {
     assert_eq!(sample(&text, "portbound_ready"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "portbound_draining"), Some(0.0), "{text}");
     assert_eq!(
-        sample(&text, r#"portbound_build_info{version="0.1.0"}"#),
+        sample(
+            &text,
+            r#"portbound_build_info{service="portbound",version="0.1.0"}"#
+        ),
         Some(1.0)
     );
     assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 0.0);

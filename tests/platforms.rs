@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use portbound::config::{Config, Env, VARIABLES};
 use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
-use utoipa::OpenApi;
 
 use common::dockerfile::{Dockerfile, Stage, command_line, exec_form};
 use common::nginx::{nginx_conf, start_nginx};
@@ -1477,7 +1476,7 @@ fn manifest_variables() -> Vec<(String, String)> {
 
 #[test]
 fn every_probe_path_in_a_manifest_is_in_the_openapi_spec() {
-    let spec = portbound::openapi::ApiDoc::openapi();
+    let spec = portbound::app::service().openapi_doc();
     let documented: BTreeSet<&String> = spec.paths.paths.keys().collect();
     let missing: Vec<String> = manifest_probe_paths()
         .into_iter()

@@ -113,7 +113,12 @@ fn echo_never_fails_on_any_body() {
     rt.block_on(async {
         let mut config = Config::for_tests();
         config.test_routes = false;
-        let state = portbound::state::AppState::new(&config, vec![], vec![]);
+        let state = portbound::state::AppState::new(
+            &config,
+            vec![],
+            vec![],
+            portbound::app::service().parts(),
+        );
         let app = actix_test::init_service(portbound::server::app(state)).await;
 
         let json = prop_oneof![

@@ -13,7 +13,7 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::{Bytes, Message, WebSocket};
 
-use portbound::routes::ws::{DRAINING_REASON, MAX_MESSAGE_BYTES};
+use portbound::app::ws::{DRAINING_REASON, MAX_MESSAGE_BYTES};
 
 use common::nginx::{nginx_conf, start_nginx};
 use common::{DEADLINE, scratch_dir, spawn_binary, spawn_binary_with};

@@ -26,8 +26,8 @@ pub struct Health {
 pub struct ProbeStatus {
     /// `ok` (liveness); `ready`, `draining` or `unavailable` (readiness).
     pub status: &'static str,
-    /// Readiness only: every backing service (`*_SERVICE_URL`) and its last
-    /// probe.
+    /// Readiness only: every backing service (`*_SERVICE_URL`,
+    /// `DATABASE_URL`, `REDIS_URL`) and readiness check, with its last probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<ServiceReport>>,
 }
@@ -41,11 +41,11 @@ pub struct ProbeStatus {
     tag = "health",
     responses((status = 200, description = "The service is up", body = Health))
 )]
-pub async fn root() -> HttpResponse {
+pub async fn root(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "healthy",
-        service: env!("CARGO_PKG_NAME"),
-        version: crate::VERSION,
+        service: state.facts.name,
+        version: state.facts.version,
     })
 }
 

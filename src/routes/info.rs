@@ -35,8 +35,9 @@ pub struct Info {
     pub workers: usize,
     /// Seconds since the process started serving.
     pub uptime_seconds: u64,
-    /// The configured backing services (`*_SERVICE_URL`), without
-    /// credentials.
+    /// The configured backing services (`*_SERVICE_URL`, `DATABASE_URL`,
+    /// `REDIS_URL`) without credentials, and the service's own readiness
+    /// checks.
     pub services: Vec<BackingServiceInfo>,
 }
 
@@ -45,8 +46,11 @@ pub struct Info {
 pub struct BackingServiceInfo {
     /// `auth` for `AUTH_SERVICE_URL`.
     pub name: String,
-    /// The URL without credentials, query or fragment.
-    pub url: String,
+    /// The URL without credentials, query or fragment; none for a readiness
+    /// check of the service's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub url: Option<String>,
 }
 
 /// Runtime facts: version, platform, instance, ports, workers, uptime.
@@ -56,13 +60,13 @@ pub struct BackingServiceInfo {
 #[utoipa::path(
     get,
     path = "/api/v1/info",
-    tag = "api",
+    tag = "instance",
     responses((status = 200, description = "Facts about this instance", body = Info))
 )]
 pub async fn info(state: web::Data<AppState>) -> HttpResponse {
     let facts = &state.facts;
     HttpResponse::Ok().json(Info {
-        service: env!("CARGO_PKG_NAME"),
+        service: facts.name,
         version: facts.version,
         platform: facts.platform,
         instance: facts.instance.clone(),

@@ -1,11 +1,10 @@
-//! Every route the service serves, in one table. The table drives both the
-//! registration and the test that proves each route is in the OpenAPI spec.
+//! The routes every port-bound service has (the probes, `/api/v1/info`, and
+//! the test-only routes), and [`Route`], the table entry that gives any
+//! resource a 405 problem with `Allow` for the methods it does not take.
 
-pub mod echo;
 pub mod health;
 pub mod info;
 pub mod testing;
-pub mod ws;
 
 use actix_web::{HttpResponse, Resource, web};
 
@@ -13,15 +12,53 @@ use crate::error::ApiError;
 
 /// One resource: its path, the methods it answers (the `Allow` header of its
 /// 405) and how its handlers are mounted.
+///
+/// ```
+/// use actix_web::{HttpResponse, web};
+/// use portbound::routes::Route;
+///
+/// async fn list() -> HttpResponse { HttpResponse::Ok().json(Vec::<String>::new()) }
+/// async fn create() -> HttpResponse { HttpResponse::Created().finish() }
+///
+/// const NOTES: Route = Route {
+///     path: "/api/v1/notes",
+///     allow: "GET, HEAD, POST",
+///     mount: |r| r.get(list).head(list).post(create),
+/// };
+///
+/// fn configure(cfg: &mut web::ServiceConfig) {
+///     NOTES.register(cfg);
+/// }
+/// # let _ = configure;
+/// ```
+#[derive(Clone, Copy)]
 pub struct Route {
+    /// The resource's pattern, as actix matches it (`/api/v1/notes/{id}`).
     pub path: &'static str,
+    /// The methods the resource answers, as `Allow` lists them.
     pub allow: &'static str,
+    /// Adds the resource's handlers.
     pub mount: fn(Resource) -> Resource,
 }
 
-/// The documented routes. HEAD is answered wherever GET is: probes and
-/// uptime checkers use it.
-pub fn routes() -> [Route; 5] {
+impl Route {
+    /// Registers the resource. It is named by its pattern, which is its
+    /// metrics label (`telemetry::metrics::route_label`), and answers other
+    /// methods with a 405 problem that carries `Allow`.
+    pub fn register(&self, cfg: &mut web::ServiceConfig) {
+        let allow = self.allow;
+        let resource =
+            (self.mount)(web::resource(self.path).name(self.path)).default_service(web::to(
+                move || async move { Err::<HttpResponse, _>(ApiError::method_not_allowed(allow)) },
+            ));
+        cfg.service(resource);
+    }
+}
+
+/// The routes the runtime serves for every service, all in its OpenAPI
+/// document. HEAD is answered wherever GET is: probes and uptime checkers
+/// use it.
+pub fn builtin() -> [Route; 4] {
     [
         Route {
             path: "/",
@@ -43,36 +80,14 @@ pub fn routes() -> [Route; 5] {
             allow: "GET, HEAD",
             mount: |r| r.get(info::info).head(info::info),
         },
-        Route {
-            path: "/api/v1/echo",
-            allow: "POST",
-            mount: |r| r.post(echo::echo),
-        },
     ]
 }
 
-/// Registers every route; each resource answers other methods with a 405
-/// problem that carries `Allow`. Every resource is named by its pattern: the
-/// name is its metrics label (`telemetry::metrics::route_label`).
+/// Registers the built-in routes, and the test routes when asked to.
 pub fn configure(cfg: &mut web::ServiceConfig, test_routes: bool) {
-    for route in routes() {
-        let allow = route.allow;
-        let resource =
-            (route.mount)(web::resource(route.path).name(route.path)).default_service(web::to(
-                move || async move { Err::<HttpResponse, _>(ApiError::method_not_allowed(allow)) },
-            ));
-        cfg.service(resource);
+    for route in builtin() {
+        route.register(cfg);
     }
-    // Not in `routes()`: that table is the OpenAPI-documented list, and
-    // OpenAPI cannot describe a WebSocket.
-    cfg.service(
-        web::resource(ws::PATH)
-            .name(ws::PATH)
-            .route(web::get().to(ws::echo))
-            .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(ApiError::method_not_allowed("GET"))
-            })),
-    );
     if test_routes {
         testing::configure(cfg);
     }

@@ -267,7 +267,12 @@ pub fn render(state: &AppState) -> String {
     for s in state.probes.reports() {
         gauge!("portbound_backing_service_up", "service" => s.name).set(f64::from(u8::from(s.up)));
     }
-    gauge!("portbound_build_info", "version" => crate::VERSION).set(1.0);
+    gauge!(
+        "portbound_build_info",
+        "service" => state.facts.name,
+        "version" => state.facts.version
+    )
+    .set(1.0);
     counter!("portbound_log_lines_dropped_total").absolute(super::logging::dropped_lines());
     for (kind, n) in super::protocol_errors::counts() {
         counter!("http_protocol_errors_total", "kind" => kind).absolute(n);

@@ -282,7 +282,8 @@ pub fn spawn_app_with(config: Config) -> TestApp {
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let listeners = portbound::listener::bind_listeners(&config).expect("bind");
-            let server = portbound::server::build(&config, listeners).expect("build");
+            let server = portbound::server::build(&config, listeners, portbound::app::service())
+                .expect("build");
             tx.send((server.addrs[0], server.state.clone(), server.handle()))
                 .unwrap();
             let _ = server.server.await;

@@ -36,6 +36,18 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The close reason sent to every connection when the drain begins.
 pub const DRAINING_REASON: &str = "server is draining";
 
+/// Mounts `GET /ws/echo`; other methods get a 405 problem with `Allow`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(PATH)
+            .name(PATH)
+            .route(web::get().to(echo))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::method_not_allowed("GET"))
+            })),
+    );
+}
+
 /// Upgrades the request and echoes every text and binary message until the
 /// client closes, goes idle, or the process drains.
 pub async fn echo(

@@ -1,0 +1,60 @@
+//! The service's own half: its routes and its OpenAPI paths. This is the
+//! part a service started from this template replaces; the runtime (every
+//! other module of the crate) never names it.
+//!
+//! The reference service has two routes of its own: `POST /api/v1/echo`, a
+//! JSON endpoint with a validated body, and `GET /ws/echo`, a WebSocket
+//! echo that closes cleanly when the drain begins.
+
+pub mod echo;
+pub mod ws;
+
+use actix_web::web;
+use utoipa::OpenApi;
+
+use crate::Service;
+use crate::routes::Route;
+
+/// The service's OpenAPI document: its `info` and its own paths. The
+/// runtime adds the probes, `/api/v1/info` and the shared error responses.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        contact(name = "portbound", url = "https://github.com/portbound/portbound"),
+        description = "A port-bound web service: it is its own HTTP server, takes its port \
+                       from `PORT`, and starts unchanged on Heroku, Fly.io, Cloud Run, Railway \
+                       and Render. Every error is `application/problem+json` (RFC 9457) and \
+                       every response carries `X-Request-ID`. `GET /ws/echo` is a WebSocket \
+                       echo (not listed below, as OpenAPI cannot describe WebSockets) that \
+                       closes with code 1001 when the server drains."
+    ),
+    paths(echo::echo),
+    tags((name = "api", description = "The service's API"))
+)]
+pub struct ApiDoc;
+
+/// The service's routes that its OpenAPI document lists. (`GET /ws/echo` is
+/// not one: OpenAPI cannot describe a WebSocket.)
+pub fn routes() -> [Route; 1] {
+    [Route {
+        path: "/api/v1/echo",
+        allow: "POST",
+        mount: |r| r.post(echo::echo),
+    }]
+}
+
+/// Mounts the service's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for route in routes() {
+        route.register(cfg);
+    }
+    ws::configure(cfg);
+}
+
+/// The reference service: the runtime with this module's routes and
+/// document. `src/main.rs` runs it; the tests start it the same way.
+pub fn service() -> Service {
+    Service::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+        .openapi(ApiDoc::openapi())
+        .configure(configure)
+}
