@@ -634,3 +634,103 @@ pub fn log_startup(config: &Config, server: &Server) {
         log::info!("readiness check {name}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::state::DrainState;
+
+    /// Sets its flag when dropped: shows a task's future was cut.
+    struct DropFlag(Rc<Cell<bool>>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+
+    fn task(name: &str, run: impl FnOnce(StopSignal) -> LocalFuture + 'static) -> Task {
+        Task {
+            name: name.to_owned(),
+            run: Box::new(run),
+        }
+    }
+
+    type LocalFuture = crate::service::LocalFuture<Result<(), crate::BoxError>>;
+
+    #[actix_rt::test]
+    async fn tasks_hear_the_drain_and_those_still_running_at_the_deadline_are_cut() {
+        let drain = DrainState::default();
+        let polite_stopped = Rc::new(Cell::new(false));
+        let stubborn_dropped = Rc::new(Cell::new(false));
+        let hook_ran = Rc::new(Cell::new(false));
+        let tasks = start_tasks(
+            vec![
+                task("polite", {
+                    let stopped = polite_stopped.clone();
+                    move |stop| {
+                        Box::pin(async move {
+                            stop.requested().await;
+                            stopped.set(true);
+                            Ok(())
+                        })
+                    }
+                }),
+                task("stubborn", {
+                    let flag = DropFlag(stubborn_dropped.clone());
+                    move |_| {
+                        Box::pin(async move {
+                            let _flag = flag;
+                            std::future::pending::<()>().await;
+                            Ok(())
+                        })
+                    }
+                }),
+            ],
+            &drain,
+        );
+        let hooks = vec![DrainHook {
+            name: "late".to_owned(),
+            run: Box::new({
+                let ran = hook_ran.clone();
+                move || {
+                    Box::pin(async move {
+                        ran.set(true);
+                        Ok(())
+                    })
+                }
+            }),
+        }];
+        drain.begin();
+        finish_background(tasks, hooks, Instant::now() + Duration::from_millis(200)).await;
+        assert!(polite_stopped.get(), "the polite task heard the drain");
+        // The stubborn task was cut at the deadline; its abort drops its
+        // future on the next turn of the runtime.
+        actix_rt::task::yield_now().await;
+        assert!(stubborn_dropped.get(), "the stubborn task was cut");
+        assert!(!hook_ran.get(), "no budget was left for the hook");
+    }
+
+    #[actix_rt::test]
+    async fn drain_hooks_run_in_order_within_the_budget() {
+        let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let hook = |name: &'static str| DrainHook {
+            name: name.to_owned(),
+            run: Box::new({
+                let order = order.clone();
+                move || {
+                    Box::pin(async move {
+                        order.borrow_mut().push(name);
+                        Ok(())
+                    })
+                }
+            }),
+        };
+        let hooks = vec![hook("first"), hook("second")];
+        finish_background(Vec::new(), hooks, Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(*order.borrow(), ["first", "second"]);
+    }
+}

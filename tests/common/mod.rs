@@ -79,9 +79,23 @@ pub fn spawn_binary(env: &[(&str, &str)]) -> Process {
     spawn_binary_with(&[], env, &scratch_dir("run"))
 }
 
+/// An example Cargo built beside the tests (`cargo test` builds every
+/// example before it runs a test).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/TEST -> target/debug/examples/NAME
+    let debug = exe.parent().and_then(Path::parent).expect("target/debug");
+    debug.join("examples").join(name)
+}
+
 /// `portbound ARGS` in `dir` with the base environment plus `env`.
 fn command(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Command {
-    let mut cmd = Command::new(binary());
+    command_for(Path::new(binary()), args, env, dir)
+}
+
+/// `PROGRAM ARGS` in `dir` with the base environment plus `env`.
+fn command_for(program: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -108,7 +122,14 @@ pub const UNSET: &str = "\u{0}unset";
 
 /// Spawns `portbound ARGS` in `dir`; its output is collected as it comes.
 pub fn spawn_binary_with(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Process {
-    let mut child = command(args, env, dir).spawn().expect("spawn portbound");
+    spawn_program(Path::new(binary()), args, env, dir)
+}
+
+/// Spawns `PROGRAM ARGS` in `dir`, as `spawn_binary_with` does.
+pub fn spawn_program(program: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Process {
+    let mut child = command_for(program, args, env, dir)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
     let stdout = collect(child.stdout.take().unwrap());
     let stderr = collect(child.stderr.take().unwrap());
     Process {
