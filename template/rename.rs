@@ -1,0 +1,149 @@
+//! Turns a copy of the portbound template into a service of its own name:
+//! run by `cargo generate`'s hook (`template/generate.rhai`), compiled with
+//! plain `rustc` (the standard library only), in the new project's folder.
+//!
+//! ```text
+//! rename NAME REPOSITORY_URL [--drop PATH]...
+//! ```
+//!
+//! Every text file's `portbound` becomes NAME in the form its context needs
+//! (`acme_api::access` for a log target, `acme_api_ready` for a metric,
+//! `ACME_API_TEST_ROUTES` for a variable, `acme-api` everywhere else), file
+//! names follow, the template's own URL becomes REPOSITORY_URL, and each
+//! `--drop` path is removed. The README keeps one line of credit.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The template's name and address.
+const OLD: &str = "portbound";
+const OLD_URL: &str = "https://github.com/portbound/portbound";
+
+/// Folders that are not the project's text: build output, version control,
+/// installed tools, and the carried crate (whose text is upstream's).
+const SKIP: [&str; 4] = ["target", ".git", "node_modules", "vendor"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(name), Some(url)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: rename NAME REPOSITORY_URL [--drop PATH]...");
+        return ExitCode::from(2);
+    };
+    if !is_valid_name(name) {
+        eprintln!(
+            "rename: NAME={name:?}: expected lowercase letters, digits and single dashes, \
+             starting with a letter (a Cargo package, a DNS label and a metric prefix at once)"
+        );
+        return ExitCode::from(2);
+    }
+    let mut drops = Vec::new();
+    let mut rest = args[2..].iter();
+    while let Some(flag) = rest.next() {
+        match (flag.as_str(), rest.next()) {
+            ("--drop", Some(path)) => drops.push(path.clone()),
+            _ => {
+                eprintln!("rename: unexpected argument {flag:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match rename(Path::new("."), name, url, &drops) {
+        Ok(files) => {
+            println!("{name}: {files} files renamed from {OLD}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rename: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A name that is a Cargo package name, a DNS-1123 label (Kubernetes, Cloud
+/// Run, Fly) and, with `_` for `-`, a Rust identifier and a metric prefix.
+fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+fn rename(root: &Path, name: &str, url: &str, drops: &[String]) -> std::io::Result<usize> {
+    for path in drops {
+        let path = root.join(path);
+        if path.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else if path.exists() {
+            fs::remove_file(&path)?;
+        }
+    }
+    let snake = name.replace('-', "_");
+    let upper = snake.to_ascii_uppercase();
+    // The forms, most specific first: what is left is the plain name.
+    let rules = [
+        (OLD_URL.to_owned(), url.to_owned()),
+        (OLD.to_ascii_uppercase(), upper),
+        (format!("{OLD}::"), format!("{snake}::")),
+        (format!("{OLD}="), format!("{snake}=")),
+        (format!("{OLD}_"), format!("{snake}_")),
+        (OLD.to_owned(), name.to_owned()),
+    ];
+    let mut files = Vec::new();
+    walk(root, &mut files)?;
+    let mut changed = 0;
+    for file in &files {
+        // Binary files (images) are not text, and keep their bytes.
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        if !text.contains(OLD) && !text.contains(&OLD.to_ascii_uppercase()) {
+            continue;
+        }
+        let mut new = text;
+        for (from, to) in &rules {
+            new = new.replace(from.as_str(), to);
+        }
+        fs::write(file, new)?;
+        changed += 1;
+    }
+    // File names: deploy/systemd/portbound.service and the like.
+    for file in files.iter().rev() {
+        let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if file_name.contains(OLD) {
+            fs::rename(file, file.with_file_name(file_name.replace(OLD, name)))?;
+        }
+    }
+    let readme = root.join("README.md");
+    if let Ok(text) = fs::read_to_string(&readme) {
+        fs::write(
+            &readme,
+            format!("{text}\n---\n\nStarted from the [{OLD}]({OLD_URL}) template.\n"),
+        )?;
+    }
+    Ok(changed)
+}
+
+/// Every file under `dir`, but for the folders in `SKIP`.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            if !SKIP.contains(&entry.file_name().to_str().unwrap_or_default()) {
+                walk(&path, out)?;
+            }
+        } else if file_type.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
