@@ -3,14 +3,16 @@
 //! plain `rustc` (the standard library only), in the new project's folder.
 //!
 //! ```text
-//! rename NAME REPOSITORY_URL [--drop PATH]...
+//! rename NAME REPOSITORY_URL [--drop PATH]... [--strip FILE=LINE_START]...
 //! ```
 //!
 //! Every text file's `portbound` becomes NAME in the form its context needs
 //! (`acme_api::access` for a log target, `acme_api_ready` for a metric,
 //! `ACME_API_TEST_ROUTES` for a variable, `acme-api` everywhere else), file
-//! names follow, the template's own URL becomes REPOSITORY_URL, and each
-//! `--drop` path is removed. The README keeps one line of credit.
+//! names follow, the template's own URL becomes REPOSITORY_URL, each
+//! `--drop` path is removed, and each `--strip` removes the lines of FILE
+//! that start (after indentation) with LINE_START. The README keeps one
+//! line of credit.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,7 +29,9 @@ const SKIP: [&str; 4] = ["target", ".git", "node_modules", "vendor"];
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(name), Some(url)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: rename NAME REPOSITORY_URL [--drop PATH]...");
+        eprintln!(
+            "usage: rename NAME REPOSITORY_URL [--drop PATH]... [--strip FILE=LINE_START]..."
+        );
         return ExitCode::from(2);
     };
     if !is_valid_name(name) {
@@ -38,15 +42,24 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let mut drops = Vec::new();
+    let mut strips = Vec::new();
     let mut rest = args[2..].iter();
     while let Some(flag) = rest.next() {
         match (flag.as_str(), rest.next()) {
             ("--drop", Some(path)) => drops.push(path.clone()),
+            ("--strip", Some(spec)) if spec.contains('=') => {
+                let (file, start) = spec.split_once('=').unwrap_or_default();
+                strips.push((file.to_owned(), start.to_owned()));
+            }
             _ => {
                 eprintln!("rename: unexpected argument {flag:?}");
                 return ExitCode::from(2);
             }
         }
+    }
+    if let Err(e) = strip(Path::new("."), &strips) {
+        eprintln!("rename: {e}");
+        return ExitCode::FAILURE;
     }
     match rename(Path::new("."), name, url, &drops) {
         Ok(files) => {
@@ -129,6 +142,20 @@ fn rename(root: &Path, name: &str, url: &str, drops: &[String]) -> std::io::Resu
         )?;
     }
     Ok(changed)
+}
+
+/// Removes the lines of each file that start with the given text.
+fn strip(root: &Path, strips: &[(String, String)]) -> std::io::Result<()> {
+    for (file, start) in strips {
+        let path = root.join(file);
+        let text = fs::read_to_string(&path)?;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with(start.as_str()))
+            .collect();
+        fs::write(&path, kept.join("\n") + "\n")?;
+    }
+    Ok(())
 }
 
 /// Every file under `dir`, but for the folders in `SKIP`.

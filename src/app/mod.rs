@@ -2,9 +2,9 @@
 //! part a service started from this template replaces; the runtime (every
 //! other module of the crate) never names it.
 //!
-//! The reference service has two routes of its own: `POST /api/v1/echo`, a
-//! JSON endpoint with a validated body, and `GET /ws/echo`, a WebSocket
-//! echo that closes cleanly when the drain begins.
+//! The reference service's own routes:
+//! - `POST /api/v1/echo`, a JSON endpoint with a validated body;
+//! - `GET /ws/echo`, a WebSocket echo that closes cleanly when the drain begins.
 
 pub mod echo;
 pub mod ws;
@@ -24,17 +24,15 @@ use crate::routes::Route;
         description = "A port-bound web service: it is its own HTTP server, takes its port \
                        from `PORT`, and starts unchanged on Heroku, Fly.io, Cloud Run, Railway \
                        and Render. Every error is `application/problem+json` (RFC 9457) and \
-                       every response carries `X-Request-ID`. `GET /ws/echo` is a WebSocket \
-                       echo (not listed below, as OpenAPI cannot describe WebSockets) that \
-                       closes with code 1001 when the server drains."
+                       every response carries `X-Request-ID`."
     ),
     paths(echo::echo),
     tags((name = "api", description = "The service's API"))
 )]
 pub struct ApiDoc;
 
-/// The service's routes that its OpenAPI document lists. (`GET /ws/echo` is
-/// not one: OpenAPI cannot describe a WebSocket.)
+/// The service's routes that its OpenAPI document lists (a WebSocket is not
+/// one: OpenAPI cannot describe it).
 pub fn routes() -> [Route; 1] {
     [Route {
         path: "/api/v1/echo",
