@@ -3,16 +3,18 @@
 //! plain `rustc` (the standard library only), in the new project's folder.
 //!
 //! ```text
-//! rename NAME REPOSITORY_URL [--drop PATH]... [--strip FILE=LINE_START]...
+//! rename NAME REPOSITORY_URL [--drop PATH]... [--no-websocket]
 //! ```
 //!
 //! Every text file's `portbound` becomes NAME in the form its context needs
 //! (`acme_api::access` for a log target, `acme_api_ready` for a metric,
 //! `ACME_API_TEST_ROUTES` for a variable, `acme-api` everywhere else), file
 //! names follow, the template's own URL becomes REPOSITORY_URL, each
-//! `--drop` path is removed, and each `--strip` removes the lines of FILE
-//! that start (after indentation) with LINE_START. The README keeps one
-//! line of credit.
+//! `--drop` path is removed, and `--no-websocket` removes the WebSocket
+//! example. The README keeps one line of credit.
+//!
+//! (cargo-generate runs a hook's command through `sh -c` with its arguments
+//! joined by spaces, so no argument may hold a space or a shell character.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,12 @@ use std::process::ExitCode;
 const OLD: &str = "portbound";
 const OLD_URL: &str = "https://github.com/portbound/portbound";
 
+/// The WebSocket example's own files.
+const WEBSOCKET_FILES: [&str; 2] = ["src/app/ws.rs", "tests/websocket.rs"];
+/// The app module, and the starts of its lines that name the WebSocket.
+const APP: &str = "src/app/mod.rs";
+const WEBSOCKET_LINES: [&str; 3] = ["pub mod ws;", "ws::configure(", "//! - `GET /ws/echo`"];
+
 /// Folders that are not the project's text: build output, version control,
 /// installed tools, and the carried crate (whose text is upstream's).
 const SKIP: [&str; 4] = ["target", ".git", "node_modules", "vendor"];
@@ -29,9 +37,7 @@ const SKIP: [&str; 4] = ["target", ".git", "node_modules", "vendor"];
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(name), Some(url)) = (args.first(), args.get(1)) else {
-        eprintln!(
-            "usage: rename NAME REPOSITORY_URL [--drop PATH]... [--strip FILE=LINE_START]..."
-        );
+        eprintln!("usage: rename NAME REPOSITORY_URL [--drop PATH]... [--no-websocket]");
         return ExitCode::from(2);
     };
     if !is_valid_name(name) {
@@ -45,12 +51,13 @@ fn main() -> ExitCode {
     let mut strips = Vec::new();
     let mut rest = args[2..].iter();
     while let Some(flag) = rest.next() {
+        if flag == "--no-websocket" {
+            drops.extend(WEBSOCKET_FILES.map(String::from));
+            strips.extend(WEBSOCKET_LINES.map(|start| (APP.to_owned(), start.to_owned())));
+            continue;
+        }
         match (flag.as_str(), rest.next()) {
             ("--drop", Some(path)) => drops.push(path.clone()),
-            ("--strip", Some(spec)) if spec.contains('=') => {
-                let (file, start) = spec.split_once('=').unwrap_or_default();
-                strips.push((file.to_owned(), start.to_owned()));
-            }
             _ => {
                 eprintln!("rename: unexpected argument {flag:?}");
                 return ExitCode::from(2);

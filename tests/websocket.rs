@@ -118,14 +118,20 @@ fn text_and_binary_messages_echo() {
     }
 
     // The client closes: the server answers with the same code.
+    close_normally(&mut ws);
+    assert_closed_cleanly(&mut ws);
+}
+
+/// Sends a Close frame (1000) and reads the server's answer, which must
+/// carry the same code.
+fn close_normally(ws: &mut WebSocket<TcpStream>) {
     ws.close(Some(CloseFrame {
         code: CloseCode::Normal,
         reason: "done".into(),
     }))
     .unwrap();
-    let reply = read_close(&mut ws, Duration::from_secs(5));
+    let reply = read_close(ws, Duration::from_secs(5));
     assert_eq!(reply.code, CloseCode::Normal);
-    assert_closed_cleanly(&mut ws);
 }
 
 /// The server closes the TCP connection first once the closing handshake is
@@ -136,13 +142,7 @@ fn text_and_binary_messages_echo() {
 fn after_the_closing_handshake_the_server_closes_tcp_first() {
     let p = spawn_binary(&[]);
     let mut ws = connect(p.addr());
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "done".into(),
-    }))
-    .unwrap();
-    let reply = read_close(&mut ws, Duration::from_secs(5));
-    assert_eq!(reply.code, CloseCode::Normal);
+    close_normally(&mut ws);
     let replied = Instant::now();
     // The client's side stays open: only the server's FIN can end this read.
     assert_closed_cleanly(&mut ws);
