@@ -199,10 +199,12 @@ impl Probes {
         self.0.iter().all(|s| s.up.load(Ordering::Relaxed))
     }
 
+    /// True when there is no backing service and no readiness check.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The last result of every backing service, then every readiness check.
     pub fn reports(&self) -> Vec<ServiceReport> {
         self.0
             .iter()

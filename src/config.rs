@@ -166,8 +166,11 @@ impl Env {
 /// One bad variable: its name, the value seen and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The variable, as named in the environment.
     pub variable: String,
+    /// The value seen (a URL's credentials redacted).
     pub value: String,
+    /// What the variable takes.
     pub expected: String,
 }
 
@@ -184,6 +187,7 @@ impl fmt::Display for Problem {
 /// Every problem found in the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// Every problem found, in the order the variables are read.
     pub problems: Vec<Problem>,
 }
 

@@ -60,14 +60,18 @@ pub struct FieldError {
 /// The error handlers return. It keeps only what the client may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status, also the problem's `status`.
     pub status: StatusCode,
+    /// The problem's `detail`: what went wrong, for the client.
     pub detail: Cow<'static, str>,
+    /// The problem's `errors`: one entry per field that broke a rule.
     pub errors: Vec<FieldError>,
     /// For 405: the methods the resource does allow.
     pub allow: Option<&'static str>,
 }
 
 impl ApiError {
+    /// An error with this status and detail.
     pub fn new(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
         ApiError {
             status,
@@ -90,6 +94,7 @@ impl ApiError {
         }
     }
 
+    /// 404: no such path, or no such item.
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -97,6 +102,7 @@ impl ApiError {
         )
     }
 
+    /// 405, with the methods the resource takes (sent as `Allow`).
     pub fn method_not_allowed(allow: &'static str) -> Self {
         ApiError {
             allow: Some(allow),
@@ -107,6 +113,7 @@ impl ApiError {
         }
     }
 
+    /// 415: the body is not sent as `application/json`.
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -114,6 +121,7 @@ impl ApiError {
         )
     }
 
+    /// 413: the body is over `limit` bytes.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

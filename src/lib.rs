@@ -20,6 +20,8 @@
 //! The binary (`src/main.rs`) is that; tests drive the library through the
 //! same functions.
 
+#![warn(missing_docs)]
+
 pub mod app;
 
 pub mod backing;

@@ -24,7 +24,9 @@ const BACKLOG: i32 = 2048;
 /// Every socket the service will serve on.
 #[derive(Debug, Default)]
 pub struct Listeners {
+    /// The bound TCP listeners.
     pub tcp: Vec<TcpListener>,
+    /// The bound unix-socket listeners.
     pub unix: Vec<UnixListener>,
     /// Socket files we created, removed again on exit.
     pub socket_files: Vec<SocketFile>,
@@ -67,9 +69,27 @@ impl Drop for SocketFile {
 /// A listener that could not be set up, with what to do about it.
 #[derive(Debug)]
 pub enum BindError {
-    Tcp { addr: SocketAddr, source: io::Error },
-    Unix { path: PathBuf, problem: String },
-    Inherited { fd: RawFd, problem: String },
+    /// A TCP address could not be bound.
+    Tcp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why not.
+        source: io::Error,
+    },
+    /// A unix socket could not be set up.
+    Unix {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why not, and what to do.
+        problem: String,
+    },
+    /// An inherited socket (`LISTEN_FDS`) is not one we can serve.
+    Inherited {
+        /// The file descriptor.
+        fd: RawFd,
+        /// Why not, and what to do.
+        problem: String,
+    },
 }
 
 impl fmt::Display for BindError {

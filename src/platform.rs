@@ -21,6 +21,7 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
+    /// The format named `v` (`text`, `logfmt` or `json`), if it is one.
     pub fn parse(v: &str) -> Option<LogFormat> {
         match v.to_ascii_lowercase().as_str() {
             "text" => Some(LogFormat::Text),

@@ -152,7 +152,9 @@ async fn scrape(state: web::Data<AppState>) -> HttpResponse {
 
 /// A server that is bound and ready to run.
 pub struct Server {
+    /// The server, which runs once awaited.
     pub server: actix_web::dev::Server,
+    /// The state every worker shares.
     pub state: AppState,
     /// The TCP addresses served (the real ports, also with `PORT=0`).
     pub addrs: Vec<SocketAddr>,
@@ -172,6 +174,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// A handle that pauses, resumes or stops the server.
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
@@ -317,9 +320,15 @@ pub enum Shutdown {
     /// Every in-flight request finished within the drain budget.
     Drained,
     /// The budget ran out; this many requests were cut.
-    TimedOut { cut: usize },
+    TimedOut {
+        /// Requests still in flight when the budget ran out.
+        cut: usize,
+    },
     /// A second signal arrived during the drain: stopped at once.
-    Forced { signal: i32 },
+    Forced {
+        /// The second signal's number.
+        signal: i32,
+    },
     /// The server stopped without a signal (it should not).
     Stopped,
 }

@@ -53,6 +53,7 @@ impl DrainState {
         notified.await;
     }
 
+    /// Whether the drain has begun.
     pub fn is_draining(&self) -> bool {
         self.0.draining.load(Ordering::Relaxed)
     }
@@ -88,6 +89,7 @@ impl InFlightCounter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a request out.
     pub fn leave(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -98,42 +100,60 @@ impl InFlightCounter {
 pub struct ServiceFacts {
     /// The service's name.
     pub name: &'static str,
+    /// The running version.
     pub version: &'static str,
+    /// The platform detected at start.
     pub platform: Platform,
+    /// What the platform says about this instance.
     pub instance: InstanceFacts,
     /// Every listener, as shown to operators (`[::]:5000`, `unix:/run/x`).
     pub listeners: Vec<String>,
     /// The bound TCP ports.
     pub ports: Vec<u16>,
+    /// Worker threads serving requests.
     pub workers: usize,
+    /// When the process started serving.
     pub started: Instant,
 }
 
 /// What the app and its middleware need to know, fixed at start.
 #[derive(Debug, Clone)]
 pub struct RequestSettings {
+    /// Peers whose forwarded headers are believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<IpNet>,
+    /// Whether plain-HTTP requests are redirected to HTTPS (`FORCE_HTTPS`).
     pub force_https: bool,
+    /// Whether requests are counted for `/metrics` (`METRICS_PORT` is set).
     pub metrics: bool,
+    /// The longest a request may take, body included (`REQUEST_TIMEOUT`).
     pub request_timeout: std::time::Duration,
+    /// The largest body accepted (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Whether Swagger UI and the spec are served (`DOCS_ENABLED`).
     pub docs_enabled: bool,
+    /// The origins CORS admits (`CORS_ALLOWED_ORIGINS`); none turns CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// Whether the test-only routes are mounted (`PORTBOUND_TEST_ROUTES`).
     pub test_routes: bool,
 }
 
 /// Everything handlers share, behind one `web::Data`.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// The drain flag and the in-flight count.
     pub drain: DrainState,
+    /// The last results of the backing services and readiness checks.
     pub probes: Probes,
+    /// Facts about this process.
     pub facts: Arc<ServiceFacts>,
+    /// The settings the middleware and handlers read.
     pub settings: Arc<RequestSettings>,
     /// The service's routes and OpenAPI document.
     pub app: Arc<AppParts>,
 }
 
 impl AppState {
+    /// The state for `config`'s service, serving `listeners` on `ports`.
     pub fn new(
         config: &Config,
         listeners: Vec<String>,

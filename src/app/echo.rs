@@ -68,9 +68,11 @@ impl<'de> Deserialize<'de> for EchoRequest {
         "request_id": "0b6c8a5e-4f0e-4a4b-9d37-6a3f0c2e8b11", "client": "203.0.113.7", "scheme": "https"}
 }))]
 pub struct EchoResponse<'a> {
+    /// The message, as received.
     pub message: String,
     /// The message's length in characters.
     pub length: usize,
+    /// What the service saw of the request.
     pub request: RequestMeta<'a>,
 }
 
@@ -78,7 +80,9 @@ pub struct EchoResponse<'a> {
 // Borrowed from the request and serialized straight into the body: no copies.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RequestMeta<'a> {
+    /// The request method.
     pub method: &'a str,
+    /// The request path, without the query.
     pub path: &'a str,
     /// The request id, also sent back as `X-Request-ID`.
     pub request_id: Option<&'a str>,

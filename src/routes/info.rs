@@ -21,7 +21,9 @@ use crate::state::AppState;
     "services": [{"name": "auth", "url": "http://auth-service:5001"}]
 }))]
 pub struct Info {
+    /// The service's name.
     pub service: &'static str,
+    /// The running version.
     pub version: &'static str,
     /// The platform detected from the variables it injects.
     pub platform: Platform,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 /// The longest a test request may hold a worker.
 const MAX_DELAY_MS: u64 = 60_000;
 
+/// The query of `/__test/slow`: how long to wait, in milliseconds.
 #[derive(Debug, Deserialize)]
 pub struct SlowQuery {
     ms: u64,
@@ -36,6 +37,7 @@ async fn log_line() -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 
+/// Mounts the test routes (and warns, once, that they are on).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     log::warn!("test routes are enabled (PORTBOUND_TEST_ROUTES); never do this in production");
     cfg.route("/__test/slow", web::get().to(slow))

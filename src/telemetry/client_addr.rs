@@ -21,11 +21,14 @@ use ipnet::IpNet;
 /// `http` or `https`, as the client used it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain HTTP.
     Http,
+    /// HTTP over TLS (a trusted proxy terminated it).
     Https,
 }
 
 impl Scheme {
+    /// The scheme as written in a URL.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",

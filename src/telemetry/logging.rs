@@ -273,19 +273,30 @@ pub fn with_request_id<R>(id: &HeaderValue, f: impl FnOnce() -> R) -> R {
 
 /// One access log line's facts.
 pub struct AccessRecord<'a> {
+    /// When the request arrived.
     pub time: SystemTime,
+    /// The request id.
     pub request_id: &'a str,
+    /// The client's address: the peer's, or a trusted proxy's word for it.
     pub client: Option<IpAddr>,
+    /// The request method.
     pub method: &'a str,
+    /// The request path, without the query.
     pub path: &'a str,
     /// The query string as the client sent it (without `?`); empty for none.
     /// Logged with the values of secret-looking parameters redacted.
     pub query: &'a str,
+    /// The HTTP version (`HTTP/1.1`).
     pub version: &'a str,
+    /// The response status.
     pub status: u16,
+    /// The response body's size, when known.
     pub bytes: Option<u64>,
+    /// From the request's arrival to its response.
     pub latency: Duration,
+    /// The client's `User-Agent`.
     pub user_agent: Option<&'a str>,
+    /// The trace id from `traceparent` or `X-Cloud-Trace-Context`.
     pub trace_id: Option<&'a str>,
     /// Probe paths are logged at debug, everything else at info.
     pub probe: bool,
@@ -470,7 +481,7 @@ const SECRET_NAMES: [&str; 11] = [
 ];
 
 /// `path?query`, with the value of every parameter whose name contains one
-/// of [`SECRET_NAMES`] replaced by `REDACTED`.
+/// of `SECRET_NAMES` replaced by `REDACTED`.
 pub fn request_target(path: &str, query: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1 + query.len());
     out.push_str(path);

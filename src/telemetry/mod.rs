@@ -33,8 +33,9 @@ pub use client_addr::ClientInfo;
 pub use request_id::RequestId;
 
 /// The most header bytes (names and values) a request may carry. actix
-/// itself refuses a head over 128 KiB (and more than 96 headers) with a bare
-/// 431; common proxies stop at 8 to 32 KiB, and so do we, with a problem body.
+/// itself refuses a head over 128 KiB (and more than 96 headers) with a 431
+/// that has no request id; common proxies stop at 8 to 32 KiB, and so do we,
+/// with a problem body that has one.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// The request has a body to read. HTTP/1 says so without a lookup: actix
@@ -57,7 +58,7 @@ fn has_body(req: &ServiceRequest) -> bool {
 /// The longest request target answered; a longer one gets 414 (RFC 9110
 /// §15.5.15). nginx's default header buffer is 8 KiB too. (A target over
 /// the `http` crate's 65,534-byte cap never reaches us: actix answers it
-/// with a bare 400.)
+/// with a 400 of its own.)
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// The methods some route of this server answers, for `OPTIONS *`.
@@ -274,6 +275,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The middleware for the app whose state this is.
     pub fn new(state: &AppState) -> Self {
         RequestContext {
             drain: state.drain.clone(),
@@ -306,6 +308,7 @@ where
     }
 }
 
+/// The middleware wrapped around one worker's app.
 pub struct RequestContextService<S> {
     service: S,
     shared: Rc<Shared>,
@@ -335,7 +338,9 @@ pub struct ConnectionState {
 /// handlers read.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
+    /// The request id, also sent back as `X-Request-ID`.
     pub id: RequestId,
+    /// The client's address and scheme.
     pub client: ClientInfo,
 }
 

@@ -169,6 +169,7 @@ pub struct Relevel<L> {
 }
 
 impl<L: Log> Relevel<L> {
+    /// Wraps `inner`, which writes what passes.
     pub fn new(inner: L) -> Relevel<L> {
         Relevel { inner }
     }

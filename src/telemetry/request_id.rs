@@ -104,11 +104,13 @@ impl RequestId {
         )
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         // Only ever built from checked ASCII.
         self.0.to_str().unwrap_or("-")
     }
 
+    /// The id as a header value, ready to send.
     pub fn header(&self) -> &HeaderValue {
         &self.0
     }
