@@ -293,7 +293,7 @@ fn a_unix_socket_behind_the_shipped_nginx_example() {
     let res = common::request(
         addr,
         "POST",
-        "/api/v1/echo",
+        "/__test/echo",
         &[
             ("Content-Type", "application/json"),
             ("X-Request-ID", "via-unix-socket"),
@@ -302,7 +302,7 @@ fn a_unix_socket_behind_the_shipped_nginx_example() {
     );
     assert_eq!(res.status, 200, "{}", res.text());
     let v = res.json();
-    assert_eq!(v["message"], "over a unix socket");
+    assert_eq!(v["body"]["message"], "over a unix socket");
     // nginx forwarded the client's address; over a unix socket it is trusted
     assert_eq!(v["request"]["client"], "127.0.0.1");
 }

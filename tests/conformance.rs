@@ -57,8 +57,8 @@ const MALFORMED: [&[u8]; 5] = [
     b"GET / HTTP/1.1\r\nHost: t\r\nBad\x01Header: x\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n  folded\r\n\r\n",
     b"GET / HTTP/9.9\r\nHost: t\r\n\r\n",
-    b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-    b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 ];
 
 #[test]
@@ -309,7 +309,7 @@ fn nothing_pipelined_after_connection_close_is_processed_and_the_connection_clos
     let (reply, closed) = exchange_until_closed(
         p.addr(),
         b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n\
-          POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
           Content-Length: 19\r\n\r\n{\"message\":\"again\"}",
     );
     assert!(closed, "the connection stayed open: {reply}");
@@ -327,7 +327,7 @@ fn nothing_pipelined_after_connection_close_is_processed_and_the_connection_clos
     assert!(!reply.contains("again"), "{reply}");
     let log = drain_and_read_log(p);
     assert!(
-        !log.contains(r#""POST /api/v1/echo HTTP/1.1" 200"#),
+        !log.contains(r#""POST /__test/echo HTTP/1.1" 200"#),
         "{log}"
     );
 }
@@ -369,13 +369,13 @@ fn a_keep_alive_connection_still_serves_pipelined_requests() {
 /// connection is closed, so nothing after it can be read as a second
 /// request.
 const REFUSED_BY_THE_PARSER: [(&str, &[u8], u16); 16] = [
-    ("CL+CL", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
-    ("CL+TE", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE xchunked", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE chunked, identity", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400),
-    ("TE twice", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE with a space before the colon", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
-    ("Content-Length not a number", b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n", 400),
+    ("CL+CL", b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+    ("CL+TE", b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE xchunked", b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE chunked, identity", b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400),
+    ("TE twice", b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE with a space before the colon", b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
+    ("Content-Length not a number", b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n", 400),
     ("obs-fold", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n  folded\r\n\r\n", 400),
     ("bare CR", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n", 400),
     ("NUL", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n", 400),
@@ -520,8 +520,8 @@ fn expect_100_continue_gets_the_final_status_when_the_request_is_refused() {
         )
     };
     for (request, status) in [
-        (head("/api/v1/echo", "text/plain", 10), 415),
-        (head("/api/v1/echo", "application/json", 4096), 413),
+        (head("/__test/echo", "text/plain", 10), 415),
+        (head("/__test/echo", "application/json", 4096), 413),
         (head("/healthz", "application/json", 10), 405),
         (head("/nowhere", "application/json", 10), 404),
     ] {
@@ -544,7 +544,7 @@ fn expect_100_continue_is_answered_when_the_service_reads_the_body() {
     let body = br#"{"message":"hello"}"#;
     write!(
         stream,
-        "POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+        "POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     )
@@ -560,5 +560,5 @@ fn expect_100_continue_is_answered_when_the_service_reads_the_body() {
     stream.write_all(body).unwrap();
     let res = read_response(&mut stream).expect("the final response");
     assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(res.json()["message"], "hello");
+    assert_eq!(res.json()["body"]["message"], "hello");
 }

@@ -106,7 +106,7 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// The three kinds of request in the load: 5 in 10 `GET /`, 2 in 10
-/// `GET /api/v1/info`, 3 in 10 `POST /api/v1/echo`.
+/// `GET /api/v1/info`, 3 in 10 `POST /__test/echo`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Root,
@@ -148,7 +148,7 @@ fn build_request(kind: Kind, id: &str, close: bool) -> Vec<u8> {
         Kind::Echo => {
             let body = format!(r#"{{"message":"{id}"}}"#);
             format!(
-                "POST /api/v1/echo HTTP/1.1\r\nHost: deploys\r\nX-Request-ID: {id}\r\n\
+                "POST /__test/echo HTTP/1.1\r\nHost: deploys\r\nX-Request-ID: {id}\r\n\
                  Connection: {connection}\r\nContent-Type: application/json\r\n\
                  Content-Length: {}\r\n\r\n{body}",
                 body.len()
@@ -172,7 +172,7 @@ fn check_reply(kind: Kind, id: &str, reply: &Reply) -> Result<Option<u16>, Strin
             .as_u64()
             .map(|p| Some(p as u16))
             .ok_or_else(|| format!("no port: {json}")),
-        Kind::Echo if json["message"] == id => Ok(None),
+        Kind::Echo if json["body"]["message"] == id => Ok(None),
         _ => Err(format!("unexpected body: {json}")),
     }
 }
@@ -459,7 +459,7 @@ fn rolling_restart(
     ];
     println!(
         "{tag}: {} requests sent, {} completed, {} failed \
-         (GET / {}, GET /api/v1/info {}, POST /api/v1/echo {} completed); \
+         (GET / {}, GET /api/v1/info {}, POST /__test/echo {} completed); \
          served by {}; nginx moved {retried} request(s) to the next instance",
         report.sent,
         report.completed,

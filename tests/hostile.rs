@@ -111,7 +111,7 @@ fn a_head_sent_one_byte_at_a_time_is_cut_off() {
 fn drip_body(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(
-        b"POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+        b"POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
           Content-Length: 1000\r\n\r\n{\"message\":\"",
     )
     .unwrap();
@@ -206,9 +206,9 @@ fn limits_answer_with_problems() {
     let addr = p.addr();
     // body over MAX_BODY_BYTES, with a length and chunked
     let big = format!(r#"{{"message":"{}"}}"#, "a".repeat(2000));
-    common::post_json(addr, "/api/v1/echo", &big).assert_problem(413);
+    common::post_json(addr, "/__test/echo", &big).assert_problem(413);
     let chunked = format!(
-        "POST /api/v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+        "POST /__test/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
         big.len()
     );

@@ -28,7 +28,7 @@ fn request_from(from: &str, to: SocketAddr, request: &str) -> Response {
 fn echo_with(headers: &str) -> String {
     let body = r#"{"message":"hi"}"#;
     format!(
-        "POST /api/v1/echo HTTP/1.1\r\nHost: api.example\r\nContent-Type: application/json\r\n\
+        "POST /__test/echo HTTP/1.1\r\nHost: api.example\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
         body.len()
     )
@@ -156,7 +156,7 @@ fn request_ids_are_reused_when_valid_and_replaced_when_not() {
     let res = request(
         addr,
         "POST",
-        "/api/v1/echo",
+        "/__test/echo",
         &[
             ("Content-Type", "application/json"),
             ("X-Request-ID", "big-body-01"),

@@ -1436,13 +1436,13 @@ fn nginx_conf_balances_two_instances_and_passes_the_request_id() {
     let echo = common::request(
         addr,
         "POST",
-        "/api/v1/echo",
+        "/__test/echo",
         &[("Content-Type", "application/json"), ("X-Request-ID", id)],
         br#"{"message":"through nginx"}"#,
     );
     assert_eq!(echo.status, 200, "{}", echo.text());
     assert_eq!(echo.json()["request"]["request_id"], id);
-    assert_eq!(echo.json()["message"], "through nginx");
+    assert_eq!(echo.json()["body"]["message"], "through nginx");
 
     // nginx's access log went to the stdout we gave it.
     let line = nginx.0.wait_for_log(&format!("request_id={id}"));
