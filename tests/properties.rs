@@ -109,6 +109,12 @@ proptest! {
 /// always problem+json when rejected. Runs the app in-process.
 #[test]
 fn echo_never_fails_on_any_body() {
+    // The app's echo, unless a service generated from the template dropped
+    // it (the template itself has it: its cargo-generate.toml is there).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join("src/app/echo.rs").exists() && !root.join("cargo-generate.toml").exists() {
+        return;
+    }
     let rt = actix_rt::System::new();
     rt.block_on(async {
         let mut config = Config::for_tests();

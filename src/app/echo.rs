@@ -12,7 +12,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldError, ProblemDetails};
+use crate::routes::Route;
 use crate::telemetry::RequestInfo;
+
+/// `POST /api/v1/echo`, as `app::routes()` lists it.
+pub const ROUTE: Route = Route {
+    path: "/api/v1/echo",
+    allow: "POST",
+    mount: |r| r.post(echo),
+};
 
 /// The longest message accepted, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 1000;

@@ -68,6 +68,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     log::warn!("test routes are enabled (PORTBOUND_TEST_ROUTES); never do this in production");
     cfg.route("/__test/slow", web::get().to(slow))
         .route("/__test/panic", web::get().to(panic))
-        .route("/__test/log", web::get().to(log_line))
-        .route(ECHO, web::post().to(echo));
+        .route("/__test/log", web::get().to(log_line));
+    // A resource of its own, with a 405 and `Allow` for other methods, like
+    // the app's routes.
+    super::Route {
+        path: ECHO,
+        allow: "POST",
+        mount: |r| r.post(echo),
+    }
+    .register(cfg);
 }

@@ -79,6 +79,15 @@ pub fn spawn_binary(env: &[(&str, &str)]) -> Process {
     spawn_binary_with(&[], env, &scratch_dir("run"))
 }
 
+/// Whether one of the app's examples (`src/app/echo.rs`, `src/app/ws.rs`)
+/// is in this project. The template has them all (its cargo-generate.toml
+/// is there, and a missing one still fails its tests); a service generated
+/// from it may have dropped them, and skips their tests.
+pub fn example_kept(file: &str) -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    root.join(file).exists() || root.join("cargo-generate.toml").exists()
+}
+
 /// An example Cargo built beside the tests (`cargo test` builds every
 /// example before it runs a test).
 pub fn example(name: &str) -> PathBuf {
