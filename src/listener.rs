@@ -38,10 +38,36 @@ pub struct Listeners {
     pub owned: Vec<Socket>,
 }
 
+/// Stops the kernel completing new handshakes on sockets this process owns,
+/// while the connections it has already completed wait in the accept queue
+/// for actix to take them: the first step of closing the listener.
+///
+/// Closing (or shutting) a listening socket resets every connection still
+/// in its accept queue (Linux `inet_csk_listen_stop` calls `disconnect` on
+/// each child, net/ipv4/inet_connection_sock.c). Such a client has often
+/// sent its request already, and a proxy cannot retry a POST it has sent:
+/// nginx answered it with 502. So the gate closes first: a classic BPF
+/// filter that keeps no byte of any packet (`SO_ATTACH_FILTER`, socket(7);
+/// TCP runs it on a listener's SYNs in `tcp_v4_rcv`). A new client's SYN is
+/// dropped, its kernel sends it again about a second later, and by then
+/// [`stop_accepting`] has closed the socket: "connection refused", which a
+/// proxy retries elsewhere for any method.
+pub fn close_gate(owned: &[Socket]) {
+    // BPF_RET | BPF_K, k = 0: accept 0 bytes, that is drop the packet.
+    const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+    for socket in owned {
+        if matches!(socket.domain(), Ok(d) if d == Domain::IPV4 || d == Domain::IPV6)
+            && let Err(e) = socket.attach_filter(&DROP_ALL)
+        {
+            log::debug!("listener gate not closed ({e}); its queue is reset at the stop");
+        }
+    }
+}
+
 /// Makes the kernel refuse new connections on sockets this process owns:
 /// a client (or a proxy such as nginx) gets "connection refused", which it
-/// retries elsewhere for any method, instead of a connection that is
-/// completed by the kernel and then reset unanswered.
+/// retries elsewhere for any method. Call [`close_gate`] first and give
+/// the accept loop a moment, or the connections still queued are reset.
 pub fn stop_accepting(owned: &[Socket]) {
     for socket in owned {
         let _ = socket.shutdown(std::net::Shutdown::Read);
@@ -299,6 +325,43 @@ fn ipv6_unavailable(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listener closes in two steps, and a client is never reset after
+    /// its handshake: one already queued is still accepted with its request
+    /// after the gate closes, one arriving after that never completes its
+    /// handshake, and once the socket is shut it is refused.
+    #[test]
+    fn closing_the_listener_refuses_new_clients_and_resets_no_queued_one() {
+        use std::io::{Read, Write};
+        use std::time::Duration;
+        let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let owned = [Socket::from(listener.try_clone().unwrap())];
+        let mut queued = std::net::TcpStream::connect(addr).unwrap();
+        queued.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+
+        close_gate(&owned);
+        // The SYN is dropped, not answered: no handshake in 300 ms (the
+        // kernel resends a SYN after 1 s).
+        let late = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(
+            late.as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut),
+            "a connection completed behind the closed gate: {late:?}"
+        );
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut head = [0; 18];
+        conn.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"GET / HTTP/1.1\r\n\r\n");
+
+        stop_accepting(&owned);
+        conn.write_all(b"answered").unwrap();
+        let mut answer = [0; 8];
+        queued.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"answered");
+        let refused = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    }
 
     #[test]
     fn port_zero_gets_a_real_port() {

@@ -310,8 +310,10 @@ fn spawn_checks(state: &AppState, checks: Vec<ReadinessCheck>, interval: Duratio
     });
 }
 
-/// Time between pausing the accept loop and the graceful stop, for
-/// connections accepted just before the pause to send their first request.
+/// Time for the accept loop to take what the kernel queued before the
+/// listener's gate closed, and again between pausing the accept loop and the
+/// graceful stop, for connections accepted just before the pause to send
+/// their first request.
 const ACCEPT_SETTLE: Duration = Duration::from_millis(100);
 
 /// How a stop ended.
@@ -519,9 +521,18 @@ async fn drain_on_signal(
     // stop would otherwise be closed with no answer. When the listening
     // socket is shared (systemd, a handover), the kernel queue now feeds the
     // other process instead.
-    // New connections are refused from here on (a proxy retries those
-    // elsewhere, whatever the method); a socket shared with another process
-    // keeps accepting there.
+    //
+    // On our own sockets that takes two steps. The gate closes (no new
+    // handshake completes) while actix still accepts what the kernel has
+    // queued; then the socket is shut, and new connections are refused (a
+    // proxy retries those elsewhere, whatever the method). Shutting it at
+    // once would reset the queued ones, requests and all.
+    crate::listener::close_gate(owned_sockets);
+    tokio::select! {
+        res = &mut running => { res?; return Ok((Shutdown::Stopped, Instant::now())) }
+        _ = actix_rt::time::sleep(ACCEPT_SETTLE) => {}
+        (name, signal) = signals.next() => return Ok((forced(name, signal, &drain), Instant::now())),
+    }
     crate::telemetry::protocol_errors::listeners_shut();
     crate::listener::stop_accepting(owned_sockets);
     // The command is processed by the server future, so poll it meanwhile.
