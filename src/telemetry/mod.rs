@@ -367,6 +367,61 @@ const CSP_DOCS: (HeaderName, HeaderValue) = (
          object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
     ),
 );
+/// Layers of the request middleware that `bench/profile` switches off one at
+/// a time, to price each. Built only with the `bench-layers` feature, and
+/// set with `PORTBOUND_BENCH_OFF` (comma-separated names below); without the
+/// feature every check is a constant `false` and compiles away.
+mod layers {
+    /// Reading or making the request id (a fixed id is used instead).
+    pub const REQUEST_ID: u8 = 1;
+    /// Resolving the client through trusted proxies (the peer is used).
+    pub const CLIENT: u8 = 2;
+    /// The response headers: X-Request-ID, the security headers, no-store.
+    pub const HEADERS: u8 = 4;
+    /// The panic guard and the request id as the log's context.
+    pub const GUARD: u8 = 8;
+    /// Following `Connection: close` on the connection (RFC 9112 §9.6).
+    pub const CONNECTION: u8 = 16;
+
+    #[cfg(feature = "bench-layers")]
+    pub fn off(layer: u8) -> bool {
+        use std::sync::OnceLock;
+        const NAMES: [(&str, u8); 5] = [
+            ("request-id", REQUEST_ID),
+            ("client", CLIENT),
+            ("headers", HEADERS),
+            ("guard", GUARD),
+            ("connection", CONNECTION),
+        ];
+        static OFF: OnceLock<u8> = OnceLock::new();
+        let off = OFF.get_or_init(|| {
+            let value = std::env::var("PORTBOUND_BENCH_OFF").unwrap_or_default();
+            let mut off = 0;
+            for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match NAMES.iter().find(|(n, _)| *n == name) {
+                    Some((_, bit)) => off |= bit,
+                    None => {
+                        eprintln!(
+                            "PORTBOUND_BENCH_OFF={value:?}: {name:?} is not a layer; \
+                             expected a comma-separated list of request-id, client, \
+                             headers, guard, connection"
+                        );
+                        std::process::exit(2);
+                    }
+                }
+            }
+            off
+        });
+        off & layer != 0
+    }
+
+    #[cfg(not(feature = "bench-layers"))]
+    #[inline(always)]
+    pub const fn off(_layer: u8) -> bool {
+        false
+    }
+}
+
 /// API, probe and error responses describe one moment of this instance
 /// (readiness, an echo, the info document): without this, RFC 9111 §4.2.2
 /// lets a cache apply heuristic freshness to them.
@@ -392,9 +447,16 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
         let settings = &self.shared.settings;
-        let (id, origin) = RequestId::with_origin(req.headers());
-        let client =
-            client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies);
+        let (id, origin) = if layers::off(layers::REQUEST_ID) {
+            (RequestId::unset(), request_id::Origin::Generated)
+        } else {
+            RequestId::with_origin(req.headers())
+        };
+        let client = if layers::off(layers::CLIENT) {
+            client_addr::resolve(req.peer_addr(), req.headers(), &[])
+        } else {
+            client_addr::resolve(req.peer_addr(), req.headers(), &settings.trusted_proxies)
+        };
 
         let ctx = Answering {
             id: &id,
@@ -406,6 +468,7 @@ where
         // HTTP/1 only: HTTP/2 streams share the connection but not its fate,
         // and `Connection` means nothing there (RFC 9113 §8.2.2).
         if req.version() < Version::HTTP_2
+            && !layers::off(layers::CONNECTION)
             && let Some(conn) = req.conn_data::<ConnectionState>()
         {
             if conn.closing.get() {
@@ -535,9 +598,13 @@ where
                 finish,
             } => {
                 let id = &finish.as_ref().expect(POLLED_AFTER_COMPLETION).id;
-                let polled = logging::with_request_id(id.header(), || {
-                    std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
-                });
+                let polled = if layers::off(layers::GUARD) {
+                    Ok(inner.poll(cx))
+                } else {
+                    logging::with_request_id(id.header(), || {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+                    })
+                };
                 let outcome = match polled {
                     Ok(Poll::Ready(out)) => Outcome::Done(out),
                     Err(payload) => Outcome::Panicked(panic_message(&payload)),
@@ -634,13 +701,15 @@ impl Finish {
         let draining = self.shared.drain.is_draining();
         let head = res.response_mut().head_mut();
         let headers = &mut head.headers;
-        headers.insert(request_id::X_REQUEST_ID, id.header().clone());
-        headers.insert(NOSNIFF.0, NOSNIFF.1);
-        headers.insert(REFERRER.0, REFERRER.1);
-        let csp = if self.docs { &CSP_DOCS } else { &CSP_API };
-        headers.insert(csp.0.clone(), csp.1.clone());
-        if !self.docs && !headers.contains_key(header::CACHE_CONTROL) {
-            headers.insert(NO_STORE.0, NO_STORE.1);
+        if !layers::off(layers::HEADERS) {
+            headers.insert(request_id::X_REQUEST_ID, id.header().clone());
+            headers.insert(NOSNIFF.0, NOSNIFF.1);
+            headers.insert(REFERRER.0, REFERRER.1);
+            let csp = if self.docs { &CSP_DOCS } else { &CSP_API };
+            headers.insert(csp.0.clone(), csp.1.clone());
+            if !self.docs && !headers.contains_key(header::CACHE_CONTROL) {
+                headers.insert(NO_STORE.0, NO_STORE.1);
+            }
         }
         if settings.force_https {
             headers.insert(HSTS.0, HSTS.1);

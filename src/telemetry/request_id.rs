@@ -72,6 +72,11 @@ impl RequestId {
         (RequestId::generate(), Origin::Generated)
     }
 
+    /// A fixed id, for `bench/profile`'s row without request ids.
+    pub(crate) fn unset() -> RequestId {
+        RequestId(HeaderValue::from_static("-"))
+    }
+
     /// A new random id (UUID v4).
     pub fn generate() -> RequestId {
         let mut text = uuid::Uuid::encode_buffer();
