@@ -22,6 +22,10 @@ const ID_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-railway-request-id"),
 ];
 
+/// Up to this many request headers, [`RequestId::with_origin`] looks for the
+/// id and trace headers in one pass rather than by four hashed lookups.
+const SCAN_UP_TO: usize = 8;
+
 /// How many ids one arena allocation holds.
 const ARENA_IDS: usize = 128;
 
@@ -56,6 +60,15 @@ impl RequestId {
 
     /// As [`RequestId::from_headers`], and where the id came from.
     pub fn with_origin(headers: &HeaderMap) -> (RequestId, Origin) {
+        // Most requests carry none of the four headers: one pass over a
+        // short header list says so for less than hashing four names.
+        if headers.len_keys() <= SCAN_UP_TO
+            && !headers
+                .keys()
+                .any(|n| ID_HEADERS.contains(n) || crate::telemetry::trace::is_trace_header(n))
+        {
+            return (RequestId::generate(), Origin::Generated);
+        }
         for name in &ID_HEADERS {
             if let Some(v) = headers.get(name)
                 && is_well_formed(v.as_bytes())

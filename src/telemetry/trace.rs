@@ -7,6 +7,11 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_CLOUD_TRACE_CONTEXT: HeaderName = HeaderName::from_static("x-cloud-trace-context");
 
+/// A header [`trace_id`] reads.
+pub fn is_trace_header(name: &HeaderName) -> bool {
+    *name == TRACEPARENT || *name == X_CLOUD_TRACE_CONTEXT
+}
+
 /// The 32-hex-digit trace id, if a trace header carries a valid one.
 pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
     if let Some(tp) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
