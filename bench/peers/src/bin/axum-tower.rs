@@ -1,0 +1,257 @@
+//! axum-tower: what a user would write *instead of* portbound with the same
+//! features, on axum and tower-http. One of the peers `bench/run` measures
+//! portbound against (bench/peers/README.md).
+//!
+//! Crates, and what each brings:
+//! - `axum` 0.8 on a `tokio` multi-thread runtime: the server, `Json`,
+//!   `DefaultBodyLimit`, graceful shutdown;
+//! - `tower-http`: `TraceLayer` (one INFO line per request: method, uri,
+//!   request id, status, latency), `SetRequestIdLayer` /
+//!   `PropagateRequestIdLayer` (`x-request-id`, UUID v4 unless the request
+//!   has one) and `SetResponseHeaderLayer` (the security headers);
+//! - `tracing` / `tracing-subscriber`: the fmt subscriber, writing to stdout,
+//!   `RUST_LOG` (default `info`);
+//! - `axum-prometheus`: Prometheus metrics (a tower layer on
+//!   `metrics-exporter-prometheus`), served on `GET /metrics`;
+//! - `serde` / `serde_json`: the JSON bodies.
+//!
+//! `GET /` and `POST /api/v1/echo` answer as portbound's and
+//! examples/bare.rs's do, the echo's `request_id` being the request's id.
+//! Framework defaults stand for bad bodies: malformed JSON is a 400, a
+//! well-formed body of the wrong shape a 422, a missing content-type a 415.
+//!
+//! ```sh
+//! cargo build --release --manifest-path bench/peers/Cargo.toml
+//! PORT=5001 WEB_CONCURRENCY=2 bench/peers/target/release/axum-tower
+//! ```
+//!
+//! `PORT` (default 5000), `HOST` (default 127.0.0.1), `WEB_CONCURRENCY`
+//! (tokio worker threads; default: the CPUs available). SIGTERM and SIGINT
+//! stop it gracefully (in-flight requests finish).
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension};
+use axum::http::header::{self, HeaderValue};
+use axum::http::{Method, Request, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use axum_prometheus::PrometheusMetricLayer;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+// ---------------------------------------------------------------- handlers
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    service: &'static str,
+    version: &'static str,
+}
+
+async fn root() -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        service: "portbound",
+        version: "0.1.0",
+    })
+}
+
+// The echo as examples/bare.rs writes it: a JSON object with one known field,
+// 1 to 1000 characters without control characters (but \t \n \r).
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EchoFields {
+    message: String,
+}
+
+struct EchoRequest {
+    message: String,
+}
+
+impl<'de> Deserialize<'de> for EchoRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = EchoFields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EchoFields, A::Error> {
+                EchoFields::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectOnly)
+            .map(|f| EchoRequest { message: f.message })
+    }
+}
+
+#[derive(Serialize)]
+struct EchoResponse<'a> {
+    message: String,
+    length: usize,
+    request: RequestMeta<'a>,
+}
+
+#[derive(Serialize)]
+struct RequestMeta<'a> {
+    method: &'a str,
+    path: &'a str,
+    request_id: Option<&'a str>,
+    client: IpAddr,
+    scheme: &'static str,
+}
+
+async fn echo(
+    method: Method,
+    uri: Uri,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    Json(body): Json<EchoRequest>,
+) -> Response {
+    let message = body.message;
+    let length = message.chars().count();
+    let valid = (1..=1000).contains(&length)
+        && !message
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+    if !valid {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
+    Json(EchoResponse {
+        message,
+        length,
+        request: RequestMeta {
+            method: method.as_str(),
+            path: uri.path(),
+            request_id: id.header_value().to_str().ok(),
+            client: peer.ip(),
+            scheme: "http",
+        },
+    })
+    .into_response()
+}
+
+// ---------------------------------------------------------------- main
+
+fn env_or<T: std::str::FromStr>(name: &str, default: impl FnOnce() -> T) -> io::Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other(format!("{name}={v:?} is not valid"))),
+        _ => Ok(default()),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(io::stdout)
+        // No colour codes when stdout is a file or a pipe.
+        .with_ansi(io::IsTerminal::is_terminal(&io::stdout()))
+        .init();
+
+    let port: u16 = env_or("PORT", || 5000)?;
+    let host: IpAddr = env_or("HOST", || IpAddr::from([127, 0, 0, 1]))?;
+    let workers: usize = env_or("WEB_CONCURRENCY", || {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    })?;
+
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?
+        .block_on(serve(SocketAddr::new(host, port)))
+}
+
+async fn serve(addr: SocketAddr) -> io::Result<()> {
+    let (prometheus_layer, metric_handle) = PrometheusMetricLayer::pair();
+
+    // ServiceBuilder runs top to bottom: the id is set before TraceLayer's
+    // span is made, and copied to the response before TraceLayer logs it.
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        uri = %req.uri(),
+                        request_id = %id,
+                    )
+                })
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Micros),
+                ),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(prometheus_layer);
+
+    let app = Router::new()
+        .route("/", get(root))
+        .route("/api/v1/echo", post(echo))
+        .route(
+            "/metrics",
+            get(move || async move { metric_handle.render() }),
+        )
+        .layer(DefaultBodyLimit::max(65536))
+        .layer(middleware);
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+}
