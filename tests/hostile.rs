@@ -107,6 +107,40 @@ fn a_head_sent_one_byte_at_a_time_is_cut_off() {
     assert_still_serving(&p);
 }
 
+#[test]
+fn a_head_that_stops_arriving_gets_a_whole_408_problem_document() {
+    let p = spawn_binary(&[]);
+    let mut stream = TcpStream::connect(p.addr()).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: stalled\r\n")
+        .unwrap();
+    // Nothing more is sent: actix's head timeout (5 s) answers, then closes.
+    let (got, _) = read_until_closed(&mut stream, Duration::from_secs(15));
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+    assert_eq!(body.len(), length, "the whole body arrives: {body:?}");
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(doc["status"], 408, "{doc}");
+    assert_still_serving(&p);
+}
+
 /// Opens a request that promises a body and drips it, one byte a second.
 fn drip_body(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();

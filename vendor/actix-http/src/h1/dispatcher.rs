@@ -1082,7 +1082,18 @@ where
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
                 let (res, body) = problem(Response::with_body(StatusCode::REQUEST_TIMEOUT, ()));
-                let _ = self.as_mut().send_error_response(res, body);
+                // The connection shuts down next, and a shutting-down dispatcher only flushes
+                // its write buffer: the body goes into it with the head, not through a state.
+                let mut this = self.as_mut().project();
+                let size = body.size();
+                if let Ok(bytes) = body.try_into_bytes() {
+                    let _ = this
+                        .codec
+                        .encode(Message::Item((res, size)), this.write_buf)
+                        .and_then(|()| this.codec.encode(Message::Chunk(Some(bytes)), this.write_buf))
+                        .and_then(|()| this.codec.encode(Message::Chunk(None), this.write_buf));
+                }
+                this.state.set(State::None);
 
                 self.project().flags.insert(Flags::SHUTDOWN);
             }
