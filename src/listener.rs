@@ -47,17 +47,31 @@ pub struct Listeners {
 /// each child, net/ipv4/inet_connection_sock.c). Such a client has often
 /// sent its request already, and a proxy cannot retry a POST it has sent:
 /// nginx answered it with 502. So the gate closes first: a classic BPF
-/// filter that keeps no byte of any packet (`SO_ATTACH_FILTER`, socket(7);
-/// TCP runs it on a listener's SYNs in `tcp_v4_rcv`). A new client's SYN is
-/// dropped, its kernel sends it again about a second later, and by then
-/// [`stop_accepting`] has closed the socket: "connection refused", which a
-/// proxy retries elsewhere for any method.
+/// filter that drops every packet opening a connection, a SYN without ACK
+/// (`SO_ATTACH_FILTER`, socket(7); TCP runs a listener's filter on what
+/// reaches it, with the TCP header first, in `tcp_v4_rcv`/`tcp_v6_rcv`). A
+/// new client's SYN is dropped, its kernel sends it again about a second
+/// later, and by then [`stop_accepting`] has closed the socket: "connection
+/// refused", which a proxy retries elsewhere for any method. The final ACK
+/// of a handshake already under way still passes, so that connection joins
+/// the queue and is accepted.
 pub fn close_gate(owned: &[Socket]) {
-    // BPF_RET | BPF_K, k = 0: accept 0 bytes, that is drop the packet.
-    const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+    use socket2::SockFilter;
+    const SYN_ONLY: [SockFilter; 5] = [
+        // BPF_LD | BPF_B | BPF_ABS: the TCP flags, byte 13 of the header.
+        SockFilter::new(0x30, 0, 0, 13),
+        // BPF_ALU | BPF_AND | BPF_K: keep SYN (0x02) and ACK (0x10).
+        SockFilter::new(0x54, 0, 0, 0x12),
+        // BPF_JMP | BPF_JEQ | BPF_K: SYN alone? then drop, else keep.
+        SockFilter::new(0x15, 0, 1, 0x02),
+        // BPF_RET | BPF_K: keep 0 bytes, that is drop the packet...
+        SockFilter::new(0x06, 0, 0, 0),
+        // ...or keep all of it.
+        SockFilter::new(0x06, 0, 0, u32::MAX),
+    ];
     for socket in owned {
         if matches!(socket.domain(), Ok(d) if d == Domain::IPV4 || d == Domain::IPV6)
-            && let Err(e) = socket.attach_filter(&DROP_ALL)
+            && let Err(e) = socket.attach_filter(&SYN_ONLY)
         {
             log::debug!("listener gate not closed ({e}); its queue is reset at the stop");
         }
