@@ -271,7 +271,7 @@ pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Res
         hooks,
         ..
     } = service;
-    spawn_checks(&state, checks, config.service_probe_interval);
+    spawn_checks(state.probes.clone(), checks, config.service_probe_interval);
     Ok(Server {
         server: http.run(),
         state,
@@ -288,20 +288,26 @@ pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Res
 /// Runs the service's readiness checks every `interval` on this thread (the
 /// one that runs the server), each bounded by the probe timeout, and
 /// records their results where `/readyz` reads them.
-fn spawn_checks(state: &AppState, checks: Vec<ReadinessCheck>, interval: Duration) {
+fn spawn_checks(probes: crate::backing::Probes, checks: Vec<ReadinessCheck>, interval: Duration) {
     if checks.is_empty() {
         return;
     }
-    let probes = state.probes.clone();
     let timeout = crate::backing::probe_timeout(interval);
     actix_rt::spawn(async move {
         loop {
             for (index, check) in checks.iter().enumerate() {
                 let started = Instant::now();
-                let result = match actix_rt::time::timeout(timeout, (check.run)()).await {
-                    Ok(Ok(())) => Ok(started.elapsed()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                // A task of its own, so that a check that panics is reported
+                // down rather than ending every check's loop.
+                let mut run = actix_rt::spawn((check.run)());
+                let result = match actix_rt::time::timeout(timeout, &mut run).await {
+                    Ok(Ok(Ok(()))) => Ok(started.elapsed()),
+                    Ok(Ok(Err(e))) => Err(e.to_string()),
+                    Ok(Err(_)) => Err("the check panicked".to_owned()),
+                    Err(_) => {
+                        run.abort();
+                        Err(format!("no answer within {} ms", timeout.as_millis()))
+                    }
                 };
                 probes.record_check(index, result);
             }
@@ -388,6 +394,11 @@ pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
         actix_rt::spawn(m);
         handle
     });
+    let hooks_reserve = if server.hooks.is_empty() {
+        Duration::ZERO
+    } else {
+        hooks_reserve(config.shutdown_timeout)
+    };
     let result = drain_on_signal(
         config,
         server.server,
@@ -395,6 +406,7 @@ pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
         &server.state,
         &server.owned_sockets,
         &mut signals,
+        hooks_reserve,
     )
     .await;
     let result = match result {
@@ -412,6 +424,13 @@ pub async fn serve(config: &Config, server: Server) -> io::Result<Shutdown> {
     // Unix socket files go with the server (the drop removes them).
     drop(server.socket_files);
     result
+}
+
+/// The part of SHUTDOWN_TIMEOUT kept for drain hooks when requests take all
+/// the rest (a quarter, at most 5 s): requests that finish sooner leave the
+/// hooks more.
+fn hooks_reserve(shutdown_timeout: Duration) -> Duration {
+    (shutdown_timeout / 4).min(Duration::from_secs(5))
 }
 
 /// A background task as it runs: its name and its handle.
@@ -489,6 +508,7 @@ async fn drain_on_signal(
     state: &AppState,
     owned_sockets: &[socket2::Socket],
     signals: &mut StopSignals,
+    hooks_reserve: Duration,
 ) -> io::Result<(Shutdown, Instant)> {
     let drain = state.drain.clone();
     let mut running = std::pin::pin!(server);
@@ -503,7 +523,7 @@ async fn drain_on_signal(
         "{name} received: draining (readiness 503 now; listener closes in {} s; in-flight \
          requests get {} s; {} in flight; send the signal again to stop at once)",
         config.shutdown_delay.as_secs(),
-        config.shutdown_timeout.as_secs(),
+        (config.shutdown_timeout - hooks_reserve).as_secs_f32(),
         drain.in_flight()
     );
 
@@ -553,6 +573,8 @@ async fn drain_on_signal(
     );
     // Sends the command now; completion is observed through `running`.
     drop(handle.stop(true));
+    // Requests get the budget less what is kept for the drain hooks; the
+    // tasks and hooks get until the end of it.
     let deadline = Instant::now() + config.shutdown_timeout;
     tokio::select! {
         res = &mut running => {
@@ -560,7 +582,7 @@ async fn drain_on_signal(
             log::info!("drain complete: every request finished ({} ms)", started.elapsed().as_millis());
             Ok((Shutdown::Drained, deadline))
         }
-        _ = actix_rt::time::sleep(config.shutdown_timeout) => {
+        _ = actix_rt::time::sleep(config.shutdown_timeout - hooks_reserve) => {
             // actix notices finished workers only once a second.
             let cut = drain.in_flight();
             if cut == 0 {
@@ -569,7 +591,7 @@ async fn drain_on_signal(
             } else {
                 log::warn!(
                     "drain timed out after {} s (SHUTDOWN_TIMEOUT): cutting {cut} in-flight request(s)",
-                    config.shutdown_timeout.as_secs()
+                    (config.shutdown_timeout - hooks_reserve).as_secs_f32()
                 );
                 Ok((Shutdown::TimedOut { cut }, deadline))
             }
@@ -732,6 +754,57 @@ mod tests {
         actix_rt::task::yield_now().await;
         assert!(stubborn_dropped.get(), "the stubborn task was cut");
         assert!(!hook_ran.get(), "no budget was left for the hook");
+    }
+
+    #[actix_rt::test]
+    async fn a_check_that_panics_is_down_and_the_checks_after_it_still_run() {
+        let probes = crate::backing::Probes::new(&[], &["boom".to_owned(), "fine".to_owned()]);
+        let check = |fails: bool| ReadinessCheck {
+            name: String::new(),
+            run: Rc::new(move || {
+                Box::pin(async move {
+                    assert!(!fails, "the check's own panic");
+                    Ok(())
+                })
+            }),
+        };
+        spawn_checks(
+            probes.clone(),
+            vec![check(true), check(false)],
+            Duration::from_secs(60),
+        );
+        let up = |name: &str| {
+            probes
+                .reports()
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.up)
+        };
+        // Bounded: the first round of checks runs on this thread at once.
+        for _ in 0..1000 {
+            if up("fine") == Some(true) {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(up("fine"), Some(true), "{:?}", probes.reports());
+        assert_eq!(up("boom"), Some(false), "{:?}", probes.reports());
+    }
+
+    #[test]
+    fn drain_hooks_keep_a_quarter_of_the_budget_at_most_five_seconds() {
+        assert_eq!(
+            hooks_reserve(Duration::from_secs(8)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            hooks_reserve(Duration::from_secs(25)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            hooks_reserve(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
     }
 
     #[actix_rt::test]

@@ -254,9 +254,11 @@ impl Service {
 
     /// Work for the end of the drain: it runs after the in-flight requests
     /// and the background tasks have finished, before the process exits,
-    /// within what is left of `SHUTDOWN_TIMEOUT`. Hooks run one after the
-    /// other, in the order they were added. Flush a queue or close a pool
-    /// here.
+    /// within what is left of `SHUTDOWN_TIMEOUT`. When a service has hooks,
+    /// requests still running are cut early enough to leave them a quarter
+    /// of that budget (at most 5 s) even when requests or idle connections
+    /// would take it all. Hooks run one after the other, in the order they
+    /// were added. Flush a queue or close a pool here.
     ///
     /// ```
     /// portbound::Service::new("notes", "0.1.0").on_drain("flush", || async {
