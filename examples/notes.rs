@@ -70,7 +70,10 @@ impl Store {
         let notes: Vec<Note> = match std::fs::read(&snapshot) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{} is not a notes snapshot: {e}", snapshot.display()))?,
-            Err(_) => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            // Anything else (permissions, I/O): starting empty would let the
+            // next snapshot overwrite the notes.
+            Err(e) => return Err(format!("{} cannot be read: {e}", snapshot.display())),
         };
         let next_id = notes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         Ok(Store {
