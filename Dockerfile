@@ -64,13 +64,13 @@ FROM gcr.io/distroless/cc-debian13:nonroot AS runtime
 COPY --from=builder /app/target/release/portbound /usr/local/bin/portbound
 
 # Cloud Run injects PORT=8080 and Fly routes to internal_port, 8080 by
-# default (PLATFORMS.md). Baking the same value in means the image works
+# default (deploy/README.md). Baking the same value in means the image works
 # unchanged where nothing injects PORT (plain `docker run`, Fly, Kubernetes).
 # Platforms that do inject PORT (Heroku, Railway, Render) override this at
 # run time, and the binary binds whatever PORT says; 8080 is only the default.
 ENV PORT=8080
 # Documentation only: Docker does not publish it, and Heroku ignores EXPOSE
-# altogether (PLATFORMS.md). It must match ENV PORT.
+# altogether (deploy/README.md). It must match ENV PORT.
 EXPOSE 8080
 
 # 65532:65532 is distroless's "nonroot" user and group. The tag already implies

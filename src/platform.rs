@@ -1,8 +1,8 @@
 //! Which platform the process runs on, detected from the variables each one
 //! injects, and the one table of defaults that follows from its contract.
 //!
-//! Every fact here comes from the platforms' runtime contracts (see
-//! `PLATFORMS.md` in the project's shared notes and the links below).
+//! Every fact here comes from the platforms' runtime contracts (each with
+//! its source in deploy/README.md, and the links below).
 
 use ipnet::IpNet;
 use serde::Serialize;
