@@ -37,5 +37,52 @@ fn the_runtime_never_names_the_app() {
                 n + 1
             );
         }
+        // `use crate::{app, …}`, over any number of lines.
+        let flat: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        for root in ["crate::{", "super::{"] {
+            for (at, _) in flat.match_indices(root) {
+                assert!(
+                    !group_names_app(&flat[at + root.len()..]),
+                    "{}: the runtime names the app in a `use {root}…}}` group",
+                    path.display()
+                );
+            }
+        }
     }
+}
+
+/// Whether a use group (the text after its `{`, whitespace removed) has
+/// `app` among its top-level items.
+fn group_names_app(rest: &str) -> bool {
+    let mut depth = 0;
+    let mut item = String::new();
+    for c in rest.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                if is_app(&item) {
+                    return true;
+                }
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    is_app(&item)
+}
+
+fn is_app(item: &str) -> bool {
+    item == "app" || item.starts_with("app::") || item.starts_with("appas")
+}
+
+#[test]
+fn a_use_group_naming_the_app_is_found() {
+    assert!(group_names_app("app,routes};"));
+    assert!(group_names_app("routes,app::echo};"));
+    assert!(group_names_app("x::{y,z},appasa};"));
+    assert!(!group_names_app("routes,apple,x::{app}};"));
 }
