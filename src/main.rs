@@ -4,5 +4,5 @@
 //! `portbound healthcheck` probes a running instance.
 
 fn main() -> std::process::ExitCode {
-    portbound::app::service().run()
+    portbound_service::app::service().run()
 }

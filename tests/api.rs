@@ -7,13 +7,13 @@ use common::{get, post_json, request, spawn_app};
 
 /// The spec as `portbound openapi` prints it and `openapi.json` holds it.
 fn spec_json() -> String {
-    portbound::app::service().openapi_json()
+    portbound_service::app::service().openapi_json()
 }
 
 /// Every documented route: the runtime's and the service's.
 fn documented_routes() -> Vec<portbound::routes::Route> {
     let mut routes = portbound::routes::builtin().to_vec();
-    routes.extend(portbound::app::routes());
+    routes.extend(portbound_service::app::routes());
     routes
 }
 
@@ -206,7 +206,7 @@ fn the_committed_openapi_json_matches_the_code() {
 
 #[test]
 fn every_route_the_app_serves_is_in_the_spec() {
-    let spec = portbound::app::service().openapi_doc();
+    let spec = portbound_service::app::service().openapi_doc();
     let app = spawn_app();
     for route in documented_routes() {
         let item = spec

@@ -20,8 +20,9 @@ use common::{Process, get, scratch_dir, spawn_binary, spawn_binary_with};
 /// `systemfd --no-pid` does (no LISTEN_PID: the pid is not known before
 /// spawning).
 fn spawn_with_socket(fd: RawFd, env: &[(&str, &str)]) -> Process {
+    let dir = scratch_dir("activation");
     let mut cmd = Command::new(common::binary());
-    cmd.current_dir(scratch_dir("activation"))
+    cmd.current_dir(&dir)
         .env_remove("LISTEN_PID")
         .env("LISTEN_FDS", "1")
         .env("LISTEN_FDNAMES", "http")
@@ -51,7 +52,7 @@ fn spawn_with_socket(fd: RawFd, env: &[(&str, &str)]) -> Process {
             }
         });
     }
-    Process::from_child(cmd.spawn().expect("spawn portbound"))
+    Process::from_child(cmd.spawn().expect("spawn portbound")).in_scratch(dir)
 }
 
 #[test]

@@ -216,7 +216,8 @@ async fn wait_in(parent: &Element, css: &str) -> Element {
 
 /// The number of operations in the spec: what Swagger UI must render.
 fn operations_in_spec() -> usize {
-    let spec = serde_json::to_value(portbound::app::service().openapi_doc()).expect("the spec");
+    let spec =
+        serde_json::to_value(portbound_service::app::service().openapi_doc()).expect("the spec");
     let methods = [
         "get", "put", "post", "delete", "options", "head", "patch", "trace",
     ];

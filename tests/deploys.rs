@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::nginx::{Nginx, nginx_conf, start_nginx};
-use common::{DEADLINE, Process, scratch_dir, spawn_binary, spawn_binary_with};
+use common::{DEADLINE, Process, scratch_dir, spawn_binary, spawn_binary_in};
 
 // ---------------------------------------------------------------------------
 // A minimal keep-alive HTTP/1.1 client that insists on complete responses
@@ -348,7 +348,7 @@ fn wait_in_rotation(p: &Process, name: &str) {
 }
 
 fn spawn_instance(name: &str, env: &[(&str, &str)]) -> Process {
-    let p = spawn_binary_with(&[], env, &scratch_dir(&format!("deploys-{name}")));
+    let p = spawn_binary_in(&[], env, &format!("deploys-{name}"));
     p.wait_for_log(" listening on http://");
     p
 }

@@ -451,7 +451,7 @@ fn every_route_survives_the_corpus() {
     let p = spawn_binary(&[]);
     let routes: Vec<&str> = portbound::routes::builtin()
         .iter()
-        .chain(portbound::app::routes().iter())
+        .chain(portbound_service::app::routes().iter())
         .map(|r| r.path)
         .collect();
     let weird_paths = [

@@ -1,88 +1,59 @@
-//! The seam between runtime and app: the runtime (every module but `app`)
-//! never names the app. Whatever it needs of the app, it takes as a value
-//! through `portbound::Service`.
+//! The seam between runtime and app. Cargo enforces the direction (the
+//! runtime crate cannot depend on the service that depends on it); these
+//! tests keep the shape a generated service copies: the service's `src/`
+//! holds only its binary, its library root and its `app/`, and the runtime
+//! names no service.
 
 use std::path::{Path, PathBuf};
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
+            files(&path, out);
+        } else {
             out.push(path);
         }
     }
 }
 
 #[test]
-fn the_runtime_never_names_the_app() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let runtime: Vec<&PathBuf> = files
-        .iter()
-        .filter(|p| !p.starts_with(src.join("app")))
-        // The crate root declares the module; the binary runs the service.
-        .filter(|p| **p != src.join("lib.rs") && **p != src.join("main.rs"))
-        .collect();
-    assert!(runtime.len() > 10, "{runtime:?}");
-    for path in runtime {
-        let text = std::fs::read_to_string(path).unwrap();
+fn the_service_holds_only_its_own_code() {
+    let src = root().join("src");
+    let mut found = Vec::new();
+    files(&src, &mut found);
+    for path in &found {
+        let rel = path.strip_prefix(&src).unwrap();
+        assert!(
+            rel == Path::new("main.rs") || rel == Path::new("lib.rs") || rel.starts_with("app"),
+            "src/{} is not the service's own: runtime code belongs in crates/portbound",
+            rel.display()
+        );
+    }
+    assert!(found.len() >= 3, "{found:?}");
+}
+
+#[test]
+fn the_runtime_names_no_service() {
+    let runtime = root().join("crates/portbound");
+    let manifest = std::fs::read_to_string(runtime.join("Cargo.toml")).unwrap();
+    assert!(!manifest.contains("portbound-service"), "{manifest}");
+    let mut found = Vec::new();
+    files(&runtime.join("src"), &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    for path in found {
+        let text = std::fs::read_to_string(&path).unwrap();
         for (n, line) in text.lines().enumerate() {
             assert!(
-                !line.contains("crate::app") && !line.contains("super::app"),
-                "{}:{}: the runtime names the app: {line}",
+                !line.contains("portbound_service"),
+                "{}:{}: the runtime names the reference service: {line}",
                 path.display(),
                 n + 1
             );
         }
-        // `use crate::{app, …}`, over any number of lines.
-        let flat: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        for root in ["crate::{", "super::{"] {
-            for (at, _) in flat.match_indices(root) {
-                assert!(
-                    !group_names_app(&flat[at + root.len()..]),
-                    "{}: the runtime names the app in a `use {root}…}}` group",
-                    path.display()
-                );
-            }
-        }
     }
-}
-
-/// Whether a use group (the text after its `{`, whitespace removed) has
-/// `app` among its top-level items.
-fn group_names_app(rest: &str) -> bool {
-    let mut depth = 0;
-    let mut item = String::new();
-    for c in rest.chars() {
-        match c {
-            '{' => depth += 1,
-            '}' if depth == 0 => break,
-            '}' => depth -= 1,
-            ',' if depth == 0 => {
-                if is_app(&item) {
-                    return true;
-                }
-                item.clear();
-                continue;
-            }
-            _ => {}
-        }
-        item.push(c);
-    }
-    is_app(&item)
-}
-
-fn is_app(item: &str) -> bool {
-    item == "app" || item.starts_with("app::") || item.starts_with("appas")
-}
-
-#[test]
-fn a_use_group_naming_the_app_is_found() {
-    assert!(group_names_app("app,routes};"));
-    assert!(group_names_app("routes,app::echo};"));
-    assert!(group_names_app("x::{y,z},appasa};"));
-    assert!(!group_names_app("routes,apple,x::{app}};"));
 }

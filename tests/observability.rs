@@ -330,7 +330,11 @@ fn metrics_count_requests_on_their_own_port() {
     assert_eq!(
         sample(
             &text,
-            r#"portbound_build_info{service="portbound",version="0.1.0"}"#
+            &format!(
+                r#"portbound_build_info{{service="portbound",version="{}",runtime="{}"}}"#,
+                env!("CARGO_PKG_VERSION"),
+                portbound::VERSION
+            )
         ),
         Some(1.0)
     );

@@ -25,9 +25,7 @@ use serde_norway::Value as Yaml;
 
 use common::dockerfile::{Dockerfile, Stage, command_line, exec_form};
 use common::nginx::{nginx_conf, start_nginx};
-use common::{
-    DEADLINE, Process, Response, run_binary, scratch_dir, slow_request, spawn_binary_with,
-};
+use common::{DEADLINE, Process, Response, run_binary, scratch_dir, slow_request, spawn_binary_in};
 
 // ---------------------------------------------------------------------------
 // Reading the manifests
@@ -173,7 +171,7 @@ fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 fn spawn(name: &str, env: &[(String, String)]) -> Process {
-    spawn_binary_with(&[], &refs(env), &scratch_dir(name))
+    spawn_binary_in(&[], &refs(env), name)
 }
 
 /// Spawns the binary and polls `path` until it answers 2xx; returns the
@@ -292,7 +290,7 @@ fn heroku_runs_the_image_command_binds_port_at_once_and_drains_on_sigterm() {
     let start = Instant::now();
     let port_var = port.to_string();
     let env = [("PORT", port_var.as_str()), ("DYNO", "web.1")];
-    let mut p = spawn_binary_with(&args, &env, &scratch_dir("heroku"));
+    let mut p = spawn_binary_in(&args, &env, "heroku");
     let root = poll(addr, "/", |s| s == 200);
     let booted = start.elapsed();
     assert!(
@@ -1402,8 +1400,8 @@ fn get_on(stream: &mut TcpStream, path: &str, request_id: &str) -> Response {
 #[test]
 #[ignore = "needs nginx: apt-get install nginx-light"]
 fn nginx_conf_balances_two_instances_and_passes_the_request_id() {
-    let a = spawn_binary_with(&[], &[], &scratch_dir("nginx-a"));
-    let b = spawn_binary_with(&[], &[], &scratch_dir("nginx-b"));
+    let a = spawn_binary_in(&[], &[], "nginx-a");
+    let b = spawn_binary_in(&[], &[], "nginx-b");
     let ports = [a.port(), b.port()];
     let listen = common::free_port();
     let dir = scratch_dir("nginx");
@@ -1557,7 +1555,7 @@ fn manifest_variables() -> Vec<(String, String)> {
 
 #[test]
 fn every_probe_path_in_a_manifest_is_in_the_openapi_spec() {
-    let spec = portbound::app::service().openapi_doc();
+    let spec = portbound_service::app::service().openapi_doc();
     let documented: BTreeSet<&String> = spec.paths.paths.keys().collect();
     let missing: Vec<String> = manifest_probe_paths()
         .into_iter()

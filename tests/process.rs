@@ -150,7 +150,7 @@ fn healthcheck_subcommand_reports_the_instance_health() {
 fn openapi_subcommand_prints_the_spec() {
     let (code, out, _) = run_binary(&["openapi"], &[], &scratch_dir("openapi"));
     assert_eq!(code, 0);
-    assert_eq!(out, portbound::app::service().openapi_json());
+    assert_eq!(out, portbound_service::app::service().openapi_json());
 }
 
 #[test]

@@ -123,7 +123,7 @@ fn echo_never_fails_on_any_body() {
             &config,
             vec![],
             vec![],
-            portbound::app::service().parts(),
+            portbound_service::app::service().parts(),
         );
         let app = actix_test::init_service(portbound::server::app(state)).await;
 

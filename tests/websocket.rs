@@ -13,10 +13,10 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::{Bytes, Message, WebSocket};
 
-use portbound::app::ws::{DRAINING_REASON, MAX_MESSAGE_BYTES};
+use portbound_service::app::ws::{DRAINING_REASON, MAX_MESSAGE_BYTES};
 
 use common::nginx::{nginx_conf, start_nginx};
-use common::{DEADLINE, scratch_dir, spawn_binary, spawn_binary_with};
+use common::{DEADLINE, scratch_dir, spawn_binary, spawn_binary_in};
 
 /// Opens a WebSocket to `/ws/echo` over a plain TCP connection.
 fn connect(addr: SocketAddr) -> WebSocket<TcpStream> {
@@ -310,7 +310,7 @@ fn a_request_that_is_not_a_websocket_upgrade_gets_a_problem() {
 #[test]
 #[ignore = "needs nginx: apt-get install nginx-light"]
 fn websockets_work_through_the_shipped_nginx_conf() {
-    let mut app = spawn_binary_with(&[], &[("SHUTDOWN_TIMEOUT", "20")], &scratch_dir("ws-app"));
+    let mut app = spawn_binary_in(&[], &[("SHUTDOWN_TIMEOUT", "20")], "ws-app");
     let listen = common::free_port();
     let dir = scratch_dir("ws-nginx");
     std::fs::write(

@@ -11,9 +11,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, FieldError, ProblemDetails};
-use crate::routes::Route;
-use crate::telemetry::RequestInfo;
+use portbound::error::{ApiError, FieldError, ProblemDetails};
+use portbound::routes::Route;
+use portbound::telemetry::RequestInfo;
 
 /// `POST /api/v1/echo`, as `app::routes()` lists it.
 pub const ROUTE: Route = Route {

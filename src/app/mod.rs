@@ -1,6 +1,5 @@
-//! The service's own half: its routes and its OpenAPI paths. This is the
-//! part a service started from this template replaces; the runtime (every
-//! other module of the crate) never names it.
+//! The service's own half: its routes and its OpenAPI paths, on the
+//! [`portbound`] runtime, which never names them.
 //!
 //! The reference service's own routes:
 //! - `POST /api/v1/echo`, a JSON endpoint with a validated body;
@@ -12,8 +11,8 @@ pub mod ws;
 use actix_web::web;
 use utoipa::OpenApi;
 
-use crate::Service;
-use crate::routes::Route;
+use portbound::Service;
+use portbound::routes::Route;
 
 /// The service's OpenAPI document: its `info` and its own paths. The
 /// runtime adds the probes, `/api/v1/info` and the shared error responses.
@@ -50,10 +49,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ws::configure(cfg);
 }
 
-/// The reference service: the runtime with this module's routes and
-/// document. `src/main.rs` runs it; the tests start it the same way.
+/// The service's name: its binary's, which every manifest runs, and what
+/// `/`, the log and the metrics show.
+pub const NAME: &str = "portbound";
+
+/// The service: the runtime with this module's routes and document.
+/// `src/main.rs` runs it; the tests start it the same way.
 pub fn service() -> Service {
-    Service::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+    Service::new(NAME, env!("CARGO_PKG_VERSION"))
         .openapi(ApiDoc::openapi())
         .configure(configure)
 }

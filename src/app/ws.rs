@@ -8,9 +8,9 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolError, Session};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::error::ApiError;
-use crate::state::{AppState, DrainState};
-use crate::telemetry::{RequestId, RequestInfo, logging};
+use portbound::error::ApiError;
+use portbound::state::{AppState, DrainState};
+use portbound::telemetry::{RequestId, RequestInfo, logging};
 
 /// Where the endpoint is mounted (not in the OpenAPI paths: OpenAPI cannot
 /// describe a WebSocket, so the spec's description mentions it instead).

@@ -1,6 +1,6 @@
-//! Shared test helpers: the built binary as a real process (`spawn_binary`),
-//! the app in-process on a real socket (`spawn_app`), and a tiny blocking
-//! HTTP/1.1 client that shows exactly what went over the wire.
+//! Shared test helpers: the runtime's (`portbound::testing`: the service
+//! in-process, a child process, a raw HTTP/1.1 client), bound to this
+//! service's binary and routes.
 //!
 //! Every port comes from the OS; every wait is a poll with a deadline.
 
@@ -9,87 +9,60 @@
 pub mod dockerfile;
 pub mod nginx;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
-use portbound::config::Config;
-
-/// How long any single wait in a test may take before it fails.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub use portbound::testing::*;
 
 /// The binary Cargo built for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_portbound")
 }
 
-/// A scratch directory (so a `.env` in the repository is never read).
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "portbound-test-{name}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+/// The service in-process, on a real socket.
+pub fn spawn_app() -> TestApp {
+    portbound::testing::spawn_app(portbound_service::app::service)
 }
 
-/// Lines a child wrote, shared with the thread that reads them.
-#[derive(Default)]
-struct Lines {
-    lines: Mutex<Vec<String>>,
-    changed: Condvar,
+/// The service in-process with this configuration.
+pub fn spawn_app_with(config: portbound::config::Config) -> TestApp {
+    portbound::testing::spawn_app_with(config, portbound_service::app::service)
 }
 
-/// The built binary running as a child process.
-pub struct Process {
-    pub child: Child,
-    stdout: Arc<Lines>,
-    stderr: Arc<Lines>,
-}
-
-/// Environment every spawned server gets unless a test overrides it: quiet
-/// platform detection, one worker, the test-only slow route.
-fn base_env() -> Vec<(&'static str, String)> {
-    vec![
-        ("PORT", "0".into()),
-        ("WEB_CONCURRENCY", "1".into()),
-        ("RUST_LOG", "info".into()),
-        ("PORTBOUND_TEST_ROUTES", "true".into()),
-    ]
-}
-
-/// Variables of the test runner's own environment that would change what
-/// the child detects.
-const PLATFORM_MARKERS: [&str; 6] = [
-    "DYNO",
-    "FLY_APP_NAME",
-    "K_SERVICE",
-    "RENDER",
-    "KUBERNETES_SERVICE_HOST",
-    "RAILWAY_ENVIRONMENT_NAME",
-];
-
+/// `portbound` with the test environment plus `env`, in a scratch directory.
 pub fn spawn_binary(env: &[(&str, &str)]) -> Process {
-    spawn_binary_with(&[], env, &scratch_dir("run"))
+    let dir = scratch_dir("run");
+    spawn_binary_with(&[], env, &dir).in_scratch(dir)
+}
+
+/// Spawns `portbound ARGS` in `dir`; its output is collected as it comes.
+pub fn spawn_binary_with(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Process {
+    spawn_program(Path::new(binary()), args, env, dir)
+}
+
+/// Spawns `portbound ARGS` in a new scratch directory named after `name`,
+/// removed once the process has been stopped.
+pub fn spawn_binary_in(args: &[&str], env: &[(&str, &str)], name: &str) -> Process {
+    let dir = scratch_dir(name);
+    spawn_binary_with(args, env, &dir).in_scratch(dir)
+}
+
+/// Runs `portbound ARGS` to completion (it must exit within the deadline);
+/// returns (exit code, stdout, stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String, String) {
+    run_program(Path::new(binary()), args, env, dir)
 }
 
 /// Whether one of the app's examples (`src/app/echo.rs`, `src/app/ws.rs`)
-/// is in this project. The template has them all (its cargo-generate.toml
-/// is there, and a missing one still fails its tests); a service generated
-/// from it may have dropped them, and skips their tests.
+/// is in this project. The reference service has them all (a missing one
+/// still fails its tests); a service generated from it may have dropped
+/// them, and skips their tests.
 pub fn example_kept(file: &str) -> bool {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     root.join(file).exists() || root.join("cargo-generate.toml").exists()
 }
 
-/// An example Cargo built beside the tests (`cargo test` builds every
-/// example before it runs a test).
+/// An example of the runtime's, which Cargo built beside the tests (`cargo
+/// test` at the workspace root builds every member's examples first).
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/debug/deps/TEST -> target/debug/examples/NAME
@@ -97,461 +70,8 @@ pub fn example(name: &str) -> PathBuf {
     debug.join("examples").join(name)
 }
 
-/// `portbound ARGS` in `dir` with the base environment plus `env`.
-fn command(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Command {
-    command_for(Path::new(binary()), args, env, dir)
-}
-
-/// `PROGRAM ARGS` in `dir` with the base environment plus `env`.
-fn command_for(program: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for name in PLATFORM_MARKERS {
-        cmd.env_remove(name);
-    }
-    for (k, v) in base_env() {
-        cmd.env(k, v);
-    }
-    for (k, v) in env {
-        if *v == UNSET {
-            cmd.env_remove(k);
-        } else {
-            cmd.env(k, v);
-        }
-    }
-    cmd
-}
-
-/// A value for `spawn_binary`'s environment that removes the variable.
-pub const UNSET: &str = "\u{0}unset";
-
-/// Spawns `portbound ARGS` in `dir`; its output is collected as it comes.
-pub fn spawn_binary_with(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Process {
-    spawn_program(Path::new(binary()), args, env, dir)
-}
-
-/// Spawns `PROGRAM ARGS` in `dir`, as `spawn_binary_with` does.
-pub fn spawn_program(program: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Process {
-    let mut child = command_for(program, args, env, dir)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    Process {
-        child,
-        stdout,
-        stderr,
-    }
-}
-
-/// Runs `portbound ARGS` to completion (it must exit within the deadline);
-/// returns (exit code, stdout, stderr).
-pub fn run_binary(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String, String) {
-    let mut child = command(args, env, dir).spawn().expect("spawn portbound");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("portbound {args:?} did not exit within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code().unwrap_or(-1), out, err)
-}
-
-fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
-    let lines = Arc::new(Lines::default());
-    let writer = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            writer.lines.lock().unwrap().push(line);
-            writer.changed.notify_all();
-        }
-    });
-    lines
-}
-
-impl Lines {
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        let mut lines = self.lines.lock().unwrap();
-        loop {
-            if let Some(line) = lines.iter().find(|l| pred(l)) {
-                return line.clone();
-            }
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "timed out waiting for {what}; saw:\n{}",
-                lines.join("\n")
-            );
-            lines = self.changed.wait_timeout(lines, deadline - now).unwrap().0;
-        }
-    }
-}
-
-impl Process {
-    /// Waits for a stdout line containing `needle` and returns it.
-    pub fn wait_for_log(&self, needle: &str) -> String {
-        self.stdout.wait_for(needle, |l| l.contains(needle))
-    }
-
-    /// Everything written to stdout so far.
-    pub fn stdout(&self) -> String {
-        self.stdout.lines.lock().unwrap().join("\n")
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr.lines.lock().unwrap().join("\n")
-    }
-
-    /// The port from the startup line ("listening on http://[::]:PORT").
-    pub fn port(&self) -> u16 {
-        let line = self.wait_for_log(" listening on http://");
-        let addr = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split([' ', ',']).next())
-            .expect("an address in the startup line");
-        addr.parse::<SocketAddr>().expect("a socket address").port()
-    }
-
-    /// 127.0.0.1 and the bound port.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port()))
-    }
-
-    /// The child's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal (by name, as `kill -s` takes it).
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {name} failed");
-    }
-
-    /// Waits for the process to exit, failing the test after `within`.
-    pub fn wait_exit(&mut self, within: Duration) -> (ExitStatus, Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status, start.elapsed());
-            }
-            if start.elapsed() > within {
-                let _ = self.child.kill();
-                panic!(
-                    "process did not exit within {within:?}\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port, from the OS. (Released before use, so another process could
-/// take it first; only the test that must pass an explicit PORT uses it.)
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The app in-process, on real sockets bound to 127.0.0.1:0, in its own
-/// thread and actix system. Stopped when dropped.
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub state: portbound::state::AppState,
-    handle: actix_web::dev::ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-pub fn spawn_app() -> TestApp {
-    spawn_app_with(Config::for_tests())
-}
-
-pub fn spawn_app_with(config: Config) -> TestApp {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let listeners = portbound::listener::bind_listeners(&config).expect("bind");
-            let server = portbound::server::build(&config, listeners, portbound::app::service())
-                .expect("build");
-            tx.send((server.addrs[0], server.state.clone(), server.handle()))
-                .unwrap();
-            let _ = server.server.await;
-        });
-    });
-    let (addr, state, handle) = rx.recv_timeout(DEADLINE).expect("server started");
-    TestApp {
-        addr,
-        state,
-        handle,
-        thread: Some(thread),
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        let stop = self.handle.stop(false);
-        drop(stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A parsed HTTP/1.1 response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    /// Asserts an RFC 9457 body with this status and the request id echoed.
-    pub fn assert_problem(&self, status: u16) -> serde_json::Value {
-        assert_eq!(self.status, status, "{}", self.text());
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            self.text()
-        );
-        let v = self.json();
-        assert_eq!(v["status"], status);
-        assert_eq!(v["type"], "about:blank");
-        assert!(v["title"].is_string() && v["detail"].is_string(), "{v}");
-        let id = self.header("x-request-id").expect("x-request-id header");
-        assert_eq!(v["request_id"], id);
-        v
-    }
-}
-
-/// Sends raw bytes and reads the response until the server closes.
-pub fn raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(DEADLINE))?;
-    stream.write_all(request)?;
-    read_response(&mut stream)
-}
-
-/// Reads one response (Content-Length framed, or until EOF).
-pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i;
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("connection closed after {} bytes", buf.len()),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = buf[head_end + 4..].to_vec();
-    match headers
-        .get("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        Some(len) => {
-            while body.len() < len {
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-        }
-        None => {
-            stream.read_to_end(&mut body)?;
-        }
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// `METHOD path` with optional headers and body, `Connection: close`.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    raw(addr, &bytes).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-pub fn get(addr: SocketAddr, path: &str) -> Response {
-    request(addr, "GET", path, &[], b"")
-}
-
-pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> Response {
-    request(
-        addr,
-        "POST",
-        path,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-}
-
-/// Polls until connecting to `addr` is refused (the listener is closed).
-pub fn wait_refused(addr: SocketAddr) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            _ if Instant::now() > deadline => panic!("{addr} still accepts connections"),
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-impl Process {
-    /// Wraps another program's child (nginx in the proxy test), started with
-    /// piped stdout and stderr, and collects its output like the binary's.
-    pub fn from_child(mut child: Child) -> Process {
-        let stdout = collect(child.stdout.take().expect("piped stdout"));
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
-        Process {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-}
-
 /// A file of the repository, as text.
 pub fn read_repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// Starts a slow request (the test-only `/__test/slow` route) in a thread and
-/// returns once the server has it in flight.
-pub fn slow_request(p: &Process, ms: u64) -> std::thread::JoinHandle<std::io::Result<Response>> {
-    let addr = p.addr();
-    let handle = std::thread::spawn(move || {
-        raw(
-            addr,
-            format!("GET /__test/slow?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-        )
-    });
-    p.wait_for_log("test slow request started");
-    handle
-}
-
-/// The metrics listener, from its startup line.
-pub fn metrics_addr(p: &Process) -> SocketAddr {
-    let line = p.wait_for_log("metrics: http://");
-    let url = line.split("metrics: http://").nth(1).unwrap();
-    let addr: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
-    SocketAddr::from(([127, 0, 0, 1], addr.port()))
-}
-
-/// GET /metrics: 200, text/plain.
-pub fn scrape(addr: SocketAddr) -> String {
-    let res = get(addr, "/metrics");
-    assert_eq!(res.status, 200);
-    assert!(
-        res.header("content-type")
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    res.text()
-}
-
-/// The value of one sample, `name{labels}`, in an exposition.
-pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }

@@ -12,6 +12,7 @@ use crate::state::AppState;
 #[schema(example = json!({
     "service": "portbound",
     "version": "0.1.0",
+    "runtime": "portbound 0.2.0",
     "platform": "fly",
     "instance": {"service": "portbound", "region": "ams", "instance": "e2865013b64d86"},
     "listeners": ["[::]:8080"],
@@ -25,6 +26,9 @@ pub struct Info {
     pub service: &'static str,
     /// The running version.
     pub version: &'static str,
+    /// The runtime that serves it, `portbound VERSION`: which platform
+    /// fixes this instance has.
+    pub runtime: &'static str,
     /// The platform detected from the variables it injects.
     pub platform: Platform,
     /// What the platform says about this instance (when it says it).
@@ -70,6 +74,7 @@ pub async fn info(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Info {
         service: facts.name,
         version: facts.version,
+        runtime: crate::RUNTIME,
         platform: facts.platform,
         instance: facts.instance.clone(),
         listeners: facts.listeners.clone(),

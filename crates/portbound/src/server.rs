@@ -626,10 +626,11 @@ pub fn log_startup(config: &Config, server: &Server) {
         })
         .collect();
     log::info!(
-        "{} {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
+        "{} {} ({}) listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
          after a {} s delay",
         server.state.facts.name,
         server.state.facts.version,
+        crate::RUNTIME,
         listening.join(", "),
         config.workers,
         config.platform,

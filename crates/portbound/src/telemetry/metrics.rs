@@ -57,7 +57,10 @@ fn describe() {
         "portbound_backing_service_up",
         "1 while the backing service answers its probe"
     );
-    describe_gauge!("portbound_build_info", "the running version, as a label");
+    describe_gauge!(
+        "portbound_build_info",
+        "the running version and the runtime's, as labels"
+    );
     describe_counter!(
         "portbound_log_lines_dropped_total",
         "log lines dropped because stdout could not keep up"
@@ -270,7 +273,8 @@ pub fn render(state: &AppState) -> String {
     gauge!(
         "portbound_build_info",
         "service" => state.facts.name,
-        "version" => state.facts.version
+        "version" => state.facts.version,
+        "runtime" => crate::VERSION
     )
     .set(1.0);
     counter!("portbound_log_lines_dropped_total").absolute(super::logging::dropped_lines());
