@@ -1,5 +1,6 @@
-//! The reference service: the [`portbound`] runtime with this package's own
-//! routes ([`app`]). `src/main.rs` runs it; the tests start it the same way.
+//! The service's own code: its routes and OpenAPI paths ([`app`]), on the
+//! [`portbound`] runtime. `src/main.rs` runs it; the tests start it the same
+//! way.
 
 #![warn(missing_docs)]
 

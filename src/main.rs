@@ -1,7 +1,7 @@
-//! The `portbound` binary: the reference service (`src/app/`) on the
-//! runtime. It reads the configuration, binds the port and serves until a
-//! stop signal has been drained; `portbound openapi` prints its spec and
-//! `portbound healthcheck` probes a running instance.
+//! The service's binary: its routes (`src/app/`) on the runtime. It reads the
+//! configuration, binds the port and serves until a stop signal has been
+//! drained; the `openapi`, `healthcheck` and `doctor` commands print the
+//! spec, probe a running instance and check the deploy manifests.
 
 fn main() -> std::process::ExitCode {
     portbound_service::app::service().run()

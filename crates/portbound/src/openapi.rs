@@ -49,6 +49,15 @@ pub fn document(
             .info(utoipa::openapi::Info::new(name, version))
             .build()
     });
+    // The service's name and version, whatever its derive defaulted to (the
+    // package's name, which need not be the binary's).
+    doc.info.title = name.to_owned();
+    doc.info.version = version.to_owned();
+    // utoipa's derive fills the license from the package's `license`; a
+    // package without one would show a license with no name.
+    if doc.info.license.as_ref().is_some_and(|l| l.name.is_empty()) {
+        doc.info.license = None;
+    }
     doc.merge(RuntimeDoc::openapi());
     SharedErrors.modify(&mut doc);
     doc

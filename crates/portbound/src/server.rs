@@ -626,7 +626,7 @@ pub fn log_startup(config: &Config, server: &Server) {
         })
         .collect();
     log::info!(
-        "{} {} ({}) listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
+        "{} {} on {} listening on {} with {} worker(s); platform {}; keep-alive {} s; drain {} s \
          after a {} s delay",
         server.state.facts.name,
         server.state.facts.version,

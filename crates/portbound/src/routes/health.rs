@@ -10,7 +10,7 @@ use crate::state::AppState;
 
 /// The answer of `GET /`.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"status": "healthy", "service": "portbound", "version": "0.1.0"}))]
+#[schema(example = json!({"status": "healthy", "service": "notes", "version": "0.1.0"}))]
 pub struct Health {
     /// Always `healthy` while the process serves.
     pub status: &'static str,

@@ -10,11 +10,11 @@ use crate::state::AppState;
 /// Runtime facts about this instance.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "service": "portbound",
+    "service": "notes",
     "version": "0.1.0",
     "runtime": "portbound 0.2.0",
     "platform": "fly",
-    "instance": {"service": "portbound", "region": "ams", "instance": "e2865013b64d86"},
+    "instance": {"service": "notes", "region": "ams", "instance": "e2865013b64d86"},
     "listeners": ["[::]:8080"],
     "ports": [8080],
     "workers": 2,
