@@ -1,203 +1,60 @@
-//! The Dockerfile read by hand: instructions, build stages, and the
-//! `.dockerignore` filter that decides the build context.
+//! The Dockerfile as the tests read it: the runtime's reader
+//! (`portbound::doctor::dockerfile`, which `SERVICE doctor` uses too),
+//! wrapped so that what a test expects to be there panics with a message
+//! when it is not; and the `.dockerignore` filter that decides the build
+//! context, which only the played build needs.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-/// One instruction: (KEYWORD, arguments), comments dropped, backslash
-/// continuations joined. `comment` is the comment block right above it.
-#[derive(Debug, Clone)]
-pub struct Instruction {
-    pub keyword: String,
-    pub args: String,
-    pub comment: String,
-}
+use portbound::doctor::dockerfile as reader;
+// Each test binary uses its own subset.
+#[allow(unused_imports)]
+pub use portbound::doctor::dockerfile::{Stage, env_pairs};
 
-/// Every instruction of a Dockerfile's text.
-pub fn instructions(text: &str) -> Vec<Instruction> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut comment = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() {
-            if current.is_empty() {
-                comment.clear();
-            }
-            continue;
-        }
-        if let Some(c) = line.strip_prefix('#') {
-            if current.is_empty() {
-                comment.push_str(c.trim());
-                comment.push('\n');
-            }
-            continue;
-        }
-        if let Some(start) = line.strip_suffix('\\') {
-            current.push_str(start);
-            current.push(' ');
-            continue;
-        }
-        current.push_str(line);
-        let (keyword, args) = current
-            .split_once(char::is_whitespace)
-            .unwrap_or((&current, ""));
-        out.push(Instruction {
-            keyword: keyword.to_ascii_uppercase(),
-            args: args.trim().to_owned(),
-            comment: std::mem::take(&mut comment),
-        });
-        current.clear();
+/// The runtime's `Dockerfile`, whose lookups panic instead of returning
+/// `None` (fields and other methods are the runtime's, through `Deref`).
+pub struct Dockerfile(reader::Dockerfile);
+
+impl Deref for Dockerfile {
+    type Target = reader::Dockerfile;
+
+    fn deref(&self) -> &reader::Dockerfile {
+        &self.0
     }
-    out
-}
-
-/// A build stage: `FROM base [AS name]` and what follows it.
-#[derive(Debug, Clone)]
-pub struct Stage {
-    pub base: String,
-    pub name: Option<String>,
-    /// The comment above its `FROM`.
-    pub comment: String,
-    pub instructions: Vec<Instruction>,
-}
-
-/// The Dockerfile as global `ARG`s (name, default) and stages.
-pub struct Dockerfile {
-    pub global_args: Vec<(String, String)>,
-    pub stages: Vec<Stage>,
 }
 
 impl Dockerfile {
+    /// Reads a Dockerfile; a line the reader could not make sense of fails
+    /// the test.
     pub fn parse(text: &str) -> Dockerfile {
-        let mut global_args = Vec::new();
-        let mut stages: Vec<Stage> = Vec::new();
-        for i in instructions(text) {
-            if i.keyword == "FROM" {
-                let words: Vec<&str> = i.args.split_whitespace().collect();
-                let (base, name) = match words.as_slice() {
-                    [base] => (*base, None),
-                    [base, as_, name] if as_.eq_ignore_ascii_case("as") => {
-                        (*base, Some((*name).to_owned()))
-                    }
-                    _ => panic!("FROM {}: expected `image [AS name]`", i.args),
-                };
-                stages.push(Stage {
-                    base: base.to_owned(),
-                    name,
-                    comment: i.comment,
-                    instructions: Vec::new(),
-                });
-            } else if let Some(stage) = stages.last_mut() {
-                stage.instructions.push(i);
-            } else if i.keyword == "ARG" {
-                let (k, v) = i.args.split_once('=').unwrap_or((&i.args, ""));
-                global_args.push((k.to_owned(), v.trim_matches('"').to_owned()));
-            }
-        }
-        Dockerfile {
-            global_args,
-            stages,
-        }
+        let file = reader::Dockerfile::parse(text);
+        assert!(file.problems.is_empty(), "Dockerfile: {:?}", file.problems);
+        Dockerfile(file)
     }
 
     /// The stage named `name`.
     pub fn stage(&self, name: &str) -> &Stage {
-        self.stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(name))
+        self.0
+            .stage(name)
             .unwrap_or_else(|| panic!("no stage named {name}"))
     }
 
     /// The last stage: the image.
     pub fn image(&self) -> &Stage {
-        self.stages.last().expect("a FROM")
-    }
-
-    /// Stages whose base is an image from a registry, not an earlier stage.
-    pub fn external_bases(&self) -> Vec<&Stage> {
-        self.stages
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| {
-                !self.stages[..*i]
-                    .iter()
-                    .any(|earlier| earlier.name.as_deref() == Some(s.base.as_str()))
-            })
-            .map(|(_, s)| s)
-            .collect()
-    }
-}
-
-impl Stage {
-    /// The `ARG name=default` pairs declared in this stage.
-    pub fn args(&self) -> Vec<(String, String)> {
-        self.instructions
-            .iter()
-            .filter(|i| i.keyword == "ARG")
-            .map(|i| {
-                let (k, v) = i.args.split_once('=').unwrap_or((&i.args, ""));
-                (k.to_owned(), v.trim_matches('"').to_owned())
-            })
-            .collect()
-    }
-
-    /// `ENV` pairs, in either form (`K=V ...` or `K V`).
-    pub fn env(&self) -> Vec<(String, String)> {
-        self.instructions
-            .iter()
-            .filter(|i| i.keyword == "ENV")
-            .flat_map(|i| env_pairs(&i.args))
-            .collect()
-    }
-
-    /// The arguments of the last `keyword` in the stage.
-    pub fn last(&self, keyword: &str) -> Option<&str> {
-        self.instructions
-            .iter()
-            .rev()
-            .find(|i| i.keyword == keyword)
-            .map(|i| i.args.as_str())
-    }
-}
-
-/// The pairs of one `ENV` instruction, in either form (`K=V ...` or `K V`).
-pub fn env_pairs(args: &str) -> Vec<(String, String)> {
-    if args
-        .split_whitespace()
-        .next()
-        .is_some_and(|t| t.contains('='))
-    {
-        args.split_whitespace()
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').expect("ENV key=value");
-                (k.to_owned(), v.trim_matches('"').to_owned())
-            })
-            .collect()
-    } else {
-        let (k, v) = args.split_once(char::is_whitespace).expect("ENV key value");
-        vec![(k.to_owned(), v.trim().to_owned())]
+        self.0.image().expect("a FROM")
     }
 }
 
 /// An exec-form (JSON array) command line.
 pub fn exec_form(what: &str, args: &str) -> Vec<String> {
-    serde_json::from_str(args)
-        .unwrap_or_else(|_| panic!("{what} must be exec form (a JSON array), not {args:?}"))
+    reader::exec_form(args)
+        .unwrap_or_else(|| panic!("{what} must be exec form (a JSON array), not {args:?}"))
 }
 
 /// What the image runs: `ENTRYPOINT` followed by `CMD`, as Docker joins them.
 pub fn command_line(image: &Stage) -> Vec<String> {
-    let mut argv = image
-        .last("ENTRYPOINT")
-        .map(|a| exec_form("ENTRYPOINT", a))
-        .unwrap_or_default();
-    argv.extend(
-        image
-            .last("CMD")
-            .map(|a| exec_form("CMD", a))
-            .unwrap_or_default(),
-    );
-    argv
+    reader::command_line(image).unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---------------------------------------------------------------------------

@@ -29,6 +29,8 @@
 
 pub mod backing;
 pub mod config;
+#[cfg(feature = "doctor")]
+pub mod doctor;
 pub mod error;
 pub mod healthcheck;
 pub mod listener;

@@ -315,10 +315,11 @@ impl Service {
         })
     }
 
-    /// Runs the command line: `serve` (the default), `healthcheck` or
-    /// `openapi`. Returns the process's exit code: 0 after an orderly stop,
-    /// 78 for a bad variable (with a message naming it), 128 + the signal
-    /// after a forced stop.
+    /// Runs the command line: `serve` (the default), `healthcheck`,
+    /// `openapi` or (with the `doctor` feature) `doctor`. Returns the
+    /// process's exit code: 0 after an orderly stop, 78 for a bad variable
+    /// (with a message naming it), 128 + the signal after a forced stop;
+    /// `doctor` exits 1 when it finds an error.
     pub fn run(self) -> ExitCode {
         // The command line names this service, not the crate that built it.
         let matches = Cli::command()
@@ -349,6 +350,24 @@ impl Service {
                 Err(code) => code,
                 Ok(config) => self.serve(config),
             },
+            #[cfg(feature = "doctor")]
+            Command::Doctor { format, dir } => {
+                // Reads files only: no configuration, no sockets.
+                if !dir.is_dir() {
+                    eprintln!(
+                        "{}: doctor: {} is not a directory",
+                        self.name,
+                        dir.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                let report = crate::doctor::check(&dir, self.name, &self.openapi_doc());
+                match format {
+                    DoctorFormat::Text => print!("{}", report.to_text()),
+                    DoctorFormat::Json => print!("{}", report.to_json()),
+                }
+                ExitCode::from(report.exit_status())
+            }
         }
     }
 
@@ -412,6 +431,28 @@ enum Command {
     Healthcheck,
     /// Print the OpenAPI document.
     Openapi,
+    /// Check the deploy manifests in DIR against the platforms' contracts
+    /// and this service (port, drain, signals, probe paths, binary); exit 1
+    /// if any finding is an error.
+    #[cfg(feature = "doctor")]
+    Doctor {
+        /// `text` for a person, `json` for CI.
+        #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
+        format: DoctorFormat,
+        /// The service's repository root, where its manifests are.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+}
+
+/// How `doctor` prints its report.
+#[cfg(feature = "doctor")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DoctorFormat {
+    /// One block a finding, for a person.
+    Text,
+    /// One JSON object with a `findings` array, for CI.
+    Json,
 }
 
 #[cfg(test)]

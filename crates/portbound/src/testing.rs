@@ -241,7 +241,7 @@ impl Process {
         self.stderr.lines.lock().unwrap().join("\n")
     }
 
-    /// The port from the startup line ("listening on http://[::]:PORT").
+    /// The port from the startup line (`listening on http://[::]:PORT`).
     pub fn port(&self) -> u16 {
         let line = self.wait_for_log(" listening on http://");
         let addr = line
