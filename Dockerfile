@@ -19,7 +19,8 @@
 # (library/rust, commit 54dbfa6 of 2026-04-16 lists 1.95.0-slim-trixie).
 # The version is the channel in rust-toolchain.toml; trixie (Debian 13) is
 # the same release as the distroless runtime below, so the binary links
-# against the glibc it runs on. tests/image.rs checks all three.
+# against the glibc it runs on. `doctor` checks all three
+# (dockerfile-base-image, dockerfile-toolchain, dockerfile-glibc).
 FROM rust:1.95.0-slim-trixie AS chef
 # cargo-chef from crates.io at a pinned release (0.1.78, 2026-08-12; it
 # builds with Rust 1.95). Its own images (lukemathwalker/cargo-chef) are

@@ -7,11 +7,12 @@
 //   https://docs.railway.com/infrastructure-as-code
 //   https://docs.railway.com/infrastructure-as-code/reference
 // The types come from the npm package `railway` (3.11.0, entry point
-// `railway/iac`); tests/railway/ type-checks and evaluates this file.
+// `railway/iac`); `doctor` reads its draining variable, and portbound's
+// tests/railway/ type-checks and evaluates it.
 import { defineRailway, project, service } from "railway/iac";
 
 export default defineRailway(() => {
-  const portbound = service("portbound", {
+  const web = service("portbound", {
     // No `source`: the file manages the service's settings, and the code
     // comes from whatever the service is linked to (the repository in the
     // dashboard, or `railway up`).
@@ -50,5 +51,5 @@ export default defineRailway(() => {
     },
   });
 
-  return project("portbound", { resources: [portbound] });
+  return project("portbound", { resources: [web] });
 });

@@ -54,7 +54,13 @@ const OWN_TESTS: [&str; 3] = ["app.rs", "app_echo.rs", "app_ws.rs"];
 
 /// Names of the runtime's that contain `portbound` and must stay as they
 /// are (the runtime reads these variables; its version string).
-const RUNTIME_NAMES: [&str; 3] = ["PORTBOUND_TEST_ROUTES", "PORTBOUND_BENCH_OFF", "`portbound VERSION`"];
+/// `portbound=` is a log filter's directive for the runtime's log targets.
+const RUNTIME_NAMES: [&str; 4] = [
+    "PORTBOUND_TEST_ROUTES",
+    "PORTBOUND_BENCH_OFF",
+    "`portbound VERSION`",
+    "portbound=",
+];
 
 /// The WebSocket example's own files, and the starts of the lines that name
 /// it in the app module and in the new Cargo.toml.
@@ -120,7 +126,8 @@ fn run() -> Result<String, String> {
     if !is_valid_name(name) {
         return Err(format!(
             "NAME={name:?}: expected lowercase letters, digits and single dashes, starting \
-             with a letter (a Cargo package, a DNS label and a metric prefix at once)"
+             with a letter (a Cargo package, a DNS label and a metric prefix at once), and \
+             not containing \"{OLD}\", the runtime's name"
         ));
     }
     let root = Path::new(".");
@@ -155,9 +162,11 @@ fn run() -> Result<String, String> {
     let readme = fill(read(service.join("README.md"))?);
     let ci = fill(read(service.join("ci-run"))?);
 
-    // The reference service's lockfile pins what the new service builds:
-    // the same versions, so nothing is resolved anew (cargo drops what the
-    // new service does not use on its first build).
+    // The reference service's lockfile pins the versions the new service
+    // starts from, so its first build does not pick up newer releases (which
+    // may need a newer Rust). That first build resolves the runtime's own
+    // source and drops what the service does not use; its README says to
+    // commit the result, since the Dockerfile builds with --locked.
     let lock = read(root.join("Cargo.lock"))?
         .replace(&format!("name = \"{OLD_PACKAGE}\""), &format!("name = \"{name}\""));
 
@@ -215,7 +224,10 @@ fn run() -> Result<String, String> {
 /// Run, Fly) and, with `_` for `-`, a Rust identifier and a metric prefix.
 fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
-    !bytes.is_empty()
+    // A name holding the runtime's would collide with its crate, its log
+    // targets and its metrics, and defeat the renaming.
+    !name.contains(OLD)
+        && !bytes.is_empty()
         && bytes.len() <= 63
         && bytes[0].is_ascii_lowercase()
         && !name.ends_with('-')
@@ -244,7 +256,6 @@ fn rename(root: &Path, name: &str, url: &str, version: &str) -> Result<usize, St
     // In Rust, only what names this service changes: `portbound::` is the
     // runtime's crate.
     let rust_rules = [
-        (URL.to_owned(), url.to_owned()),
         (OLD_LIB.to_owned(), snake.clone()),
         (format!("\"{OLD}\""), format!("\"{name}\"")),
         (format!("CARGO_BIN_EXE_{OLD}"), format!("CARGO_BIN_EXE_{name}")),
@@ -252,7 +263,6 @@ fn rename(root: &Path, name: &str, url: &str, version: &str) -> Result<usize, St
     // Elsewhere (manifests, .env.example, openapi.json), every form, the most
     // specific first: what is left is the plain name.
     let text_rules = [
-        (URL.to_owned(), url.to_owned()),
         (OLD.to_ascii_uppercase(), upper),
         (format!("{OLD}_"), format!("{snake}_")),
         (OLD.to_owned(), name.to_owned()),
@@ -276,7 +286,9 @@ fn rename(root: &Path, name: &str, url: &str, version: &str) -> Result<usize, St
         } else {
             &text_rules
         };
-        let mut new = text.clone();
+        // The repository's URL becomes the service's, which no later rule
+        // may touch (it may well contain "portbound").
+        let mut new = text.replace(URL, "\u{0}url\u{0}");
         for (i, name) in keep.iter().enumerate() {
             new = new.replace(name.as_str(), &format!("\u{0}{i}\u{0}"));
         }
@@ -286,6 +298,7 @@ fn rename(root: &Path, name: &str, url: &str, version: &str) -> Result<usize, St
         for (i, name) in keep.iter().enumerate() {
             new = new.replace(&format!("\u{0}{i}\u{0}"), name);
         }
+        let new = new.replace("\u{0}url\u{0}", url);
         if new != text {
             write(file, &new)?;
             changed += 1;

@@ -52,15 +52,6 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, Stri
     run_program(Path::new(binary()), args, env, dir)
 }
 
-/// Whether one of the app's examples (`src/app/echo.rs`, `src/app/ws.rs`)
-/// is in this project. The reference service has them all (a missing one
-/// still fails its tests); a service generated from it may have dropped
-/// them, and skips their tests.
-pub fn example_kept(file: &str) -> bool {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    root.join(file).exists() || root.join("cargo-generate.toml").exists()
-}
-
 /// An example of the runtime's, which Cargo built beside the tests (`cargo
 /// test` at the workspace root builds every member's examples first).
 pub fn example(name: &str) -> PathBuf {

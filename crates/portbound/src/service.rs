@@ -361,7 +361,13 @@ impl Service {
                     );
                     return ExitCode::from(2);
                 }
-                let report = crate::doctor::check(&dir, self.name, &self.openapi_doc());
+                // The manifests run the executable, whose name may differ
+                // from the service's (`Service::new`'s first argument).
+                let binary = std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| self.name.to_owned());
+                let report = crate::doctor::check(&dir, &binary, &self.openapi_doc());
                 match format {
                     DoctorFormat::Text => print!("{}", report.to_text()),
                     DoctorFormat::Json => print!("{}", report.to_json()),

@@ -76,13 +76,19 @@ pub(crate) fn check(ctx: &mut Ctx<'_>) {
                      runtime is built against actix-http as published and loses: {LOST}"
                 ))
                 .source(SOURCE)
-                .fix(
-                    "add `[patch.crates-io] actix-http = { path = \"vendor/actix-http\" }` (the \
-                     runtime's carried copy, vendor/README.md) and run `cargo update -p actix-http`",
-                ),
+                .fix(format!(
+                    "add `[patch.crates-io] actix-http = {{ git = \"{REPOSITORY}\", tag = \"v{}\" }}` \
+                     (the same source as the runtime: its carried copy, vendor/README.md; a path \
+                     to a checkout's vendor/actix-http works too) and run `cargo update -p \
+                     actix-http`",
+                    crate::VERSION
+                )),
         );
     }
 }
+
+/// Where the runtime and its carried actix-http are published.
+const REPOSITORY: &str = "https://github.com/portbound/portbound";
 
 /// The line of a `[[package]] name = "actix-http"` whose `source` is the
 /// crates.io registry, if Cargo.lock has one.

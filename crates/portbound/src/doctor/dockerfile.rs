@@ -1,7 +1,7 @@
 //! The Dockerfile, read by hand: instructions (with the line each starts
 //! on and the comment block above it), build stages, `ARG`s and `ENV`s, and
 //! the command line the image runs. `doctor` checks it; the service's own
-//! tests (tests/image.rs, tests/platforms.rs) play it.
+//! tests (tests/image.rs, tests/platforms.rs in portbound's repository) play it.
 //!
 //! Reading never fails: Docker's syntax is line-based, and what this reader
 //! cannot make sense of (a `FROM` of an unexpected shape) is kept in

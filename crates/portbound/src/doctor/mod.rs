@@ -379,7 +379,11 @@ pub(crate) struct Drain {
 impl Drain {
     /// The whole budget: the platform's SIGKILL must come later.
     pub fn total(self) -> u64 {
-        self.hook + self.delay + self.timeout
+        // Saturating: a manifest may hold any number (a preStop sleep of
+        // u64::MAX seconds), and a check must report it, not overflow.
+        self.hook
+            .saturating_add(self.delay)
+            .saturating_add(self.timeout)
     }
 
     /// `25 s (SHUTDOWN_DELAY 0 + SHUTDOWN_TIMEOUT 25)`.
@@ -761,7 +765,12 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         rest = &rest[unit_end..];
         any = true;
     }
-    any.then(|| Duration::from_secs_f64(total))
+    // A number too large for a Duration is no duration (and must not panic).
+    if any {
+        Duration::try_from_secs_f64(total).ok()
+    } else {
+        None
+    }
 }
 
 /// The last path component of a command (`/usr/local/bin/svc` is `svc`).
@@ -812,6 +821,18 @@ pub(crate) fn yaml_error_line(e: &serde_norway::Error) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn numbers_too_large_are_no_duration_and_no_panic() {
+        assert_eq!(parse_duration("99999999999999999999"), None);
+        assert_eq!(parse_duration("99999999999999999999s"), None);
+        let drain = Drain {
+            hook: u64::MAX,
+            delay: 5,
+            timeout: 25,
+        };
+        assert_eq!(drain.total(), u64::MAX);
+    }
+
     use super::*;
 
     #[test]

@@ -12,7 +12,7 @@ use crate::state::AppState;
 #[schema(example = json!({
     "service": "notes",
     "version": "0.1.0",
-    "runtime": "portbound 0.2.0",
+    "runtime": crate::RUNTIME,
     "platform": "fly",
     "instance": {"service": "notes", "region": "ams", "instance": "e2865013b64d86"},
     "listeners": ["[::]:8080"],
