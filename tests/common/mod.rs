@@ -8,6 +8,7 @@
 
 pub mod dockerfile;
 pub mod nginx;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 

@@ -47,6 +47,25 @@ pub fn redact_credentials(value: &str) -> String {
     }
 }
 
+/// libpq takes a URL with no host and a unix socket's directory in `host=`
+/// (`postgres://user:pass@/db?host=/cloudsql/...`, the form Cloud SQL's
+/// guide gives); URL parsers (the `url` crate, sqlx's) refuse an empty host.
+/// A placeholder host is put in, which the `host=` parameter overrides.
+pub fn with_placeholder_host(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let authority = &url[start..end];
+    if authority.is_empty() || authority.ends_with('@') {
+        format!("{}localhost{}", &url[..end], &url[end..]).into()
+    } else {
+        url.into()
+    }
+}
+
 /// Ports of the schemes a database or cache URL uses, which the `url` crate
 /// does not know (it knows http, https, ws, wss, ftp).
 fn scheme_port(scheme: &str) -> Option<u16> {
@@ -73,6 +92,9 @@ pub struct BackingService {
     pub display_url: String,
     host: String,
     port: u16,
+    /// A PostgreSQL unix socket (`?host=/cloudsql/...`): probed there, not
+    /// over TCP.
+    socket: Option<std::path::PathBuf>,
 }
 
 impl BackingService {
@@ -84,6 +106,11 @@ impl BackingService {
              (a unix-socket URL has no host to probe)"
                 .to_owned()
         };
+        if let Ok(url) = Url::parse(&with_placeholder_host(value))
+            && let Some(service) = Self::postgres_socket(variable, &url)
+        {
+            return Ok(service);
+        }
         let url = Url::parse(value).map_err(|_| expected())?;
         let host = url
             .host_str()
@@ -114,6 +141,44 @@ impl BackingService {
             display_url: display,
             host,
             port,
+            socket: None,
+        })
+    }
+
+    /// PostgreSQL's unix-socket form, as Cloud SQL hands it to Cloud Run:
+    /// `postgres://user:password@/db?host=/cloudsql/PROJECT:REGION:INSTANCE`
+    /// (https://cloud.google.com/sql/docs/postgres/connect-run). The server
+    /// listens on `DIR/.s.PGSQL.PORT` (libpq's convention,
+    /// https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-HOST).
+    fn postgres_socket(variable: &str, url: &Url) -> Option<BackingService> {
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return None;
+        }
+        let dir = url
+            .query_pairs()
+            .find(|(k, _)| k == "host")
+            .map(|(_, v)| v.into_owned())
+            .filter(|v| v.starts_with('/'))?;
+        let port = url
+            .query_pairs()
+            .find(|(k, _)| k == "port")
+            .and_then(|(_, v)| v.parse().ok())
+            .or(url.port())
+            .unwrap_or(5432);
+        Some(BackingService {
+            name: variable
+                .strip_suffix("_URL")
+                .unwrap_or(variable)
+                .to_ascii_lowercase(),
+            variable: variable.to_owned(),
+            display_url: format!("{}://{}?host={dir}", url.scheme(), url.path()).replacen(
+                "://localhost/",
+                ":///",
+                1,
+            ),
+            host: String::new(),
+            port,
+            socket: Some(std::path::Path::new(&dir).join(format!(".s.PGSQL.{port}"))),
         })
     }
 
@@ -121,6 +186,11 @@ impl BackingService {
     /// an HTTP service, a database or a cache alike.
     fn probe(&self, timeout: Duration) -> Result<Duration, String> {
         let start = Instant::now();
+        if let Some(socket) = &self.socket {
+            return std::os::unix::net::UnixStream::connect(socket)
+                .map(|_| start.elapsed())
+                .map_err(|e| format!("{}: {e}", socket.display()));
+        }
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
@@ -136,6 +206,19 @@ impl BackingService {
     }
 }
 
+/// A probe of a backing service: how long it took, or what failed. Called
+/// from the probes' own thread, with the probe timeout.
+pub type ProbeFn = Arc<dyn Fn(Duration) -> Result<Duration, String> + Send + Sync>;
+
+/// A [`ProbeFn`] in a `Debug` struct.
+struct CustomProbe(ProbeFn);
+
+impl std::fmt::Debug for CustomProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomProbe")
+    }
+}
+
 /// The last probe result of one backing service or readiness check.
 #[derive(Debug)]
 struct Status {
@@ -145,6 +228,8 @@ struct Status {
     /// Probed over TCP by the background thread; `None` for a readiness
     /// check, which its own task runs.
     tcp: Option<BackingService>,
+    /// A probe that replaces the TCP connect (the database's query).
+    custom: std::sync::OnceLock<CustomProbe>,
     checked: AtomicBool,
     up: AtomicBool,
     latency_us: AtomicU64,
@@ -181,6 +266,7 @@ impl Probes {
             name,
             url,
             tcp,
+            custom: std::sync::OnceLock::new(),
             checked: AtomicBool::new(false),
             up: AtomicBool::new(false),
             latency_us: AtomicU64::new(0),
@@ -225,8 +311,25 @@ impl Probes {
     pub fn probe_all(&self, timeout: Duration) {
         for s in self.0.iter() {
             if let Some(service) = &s.tcp {
-                record(s, service.probe(timeout));
+                let result = match s.custom.get() {
+                    Some(probe) => (probe.0)(timeout),
+                    None => service.probe(timeout),
+                };
+                record(s, result);
             }
+        }
+    }
+
+    /// Probes the backing service read from `variable` with `probe` instead
+    /// of a TCP connect (the database pool's query). Set before
+    /// [`Probes::spawn`]; a second call for the same service is ignored.
+    pub fn replace_probe(&self, variable: &str, probe: ProbeFn) {
+        if let Some(s) = self
+            .0
+            .iter()
+            .find(|s| s.tcp.as_ref().is_some_and(|t| t.variable == variable))
+        {
+            let _ = s.custom.set(CustomProbe(probe));
         }
     }
 
@@ -361,6 +464,31 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_postgres_unix_socket_is_probed_at_its_socket_file() {
+        let dir = std::env::temp_dir().join(format!("portbound-pg-socket-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!(
+            "postgres://app:hunter2@/app?host={}&port=6543",
+            dir.display()
+        );
+        let svc = BackingService::parse("DATABASE_URL", &url).unwrap();
+        assert_eq!(svc.name, "database");
+        assert!(!svc.display_url.contains("hunter2"), "{}", svc.display_url);
+        assert!(
+            svc.probe(Duration::from_millis(200)).is_err(),
+            "nothing listens yet"
+        );
+        let listener = std::os::unix::net::UnixListener::bind(dir.join(".s.PGSQL.6543")).unwrap();
+        assert!(svc.probe(Duration::from_millis(200)).is_ok());
+        assert_eq!(
+            with_placeholder_host("postgres:///app?host=/run"),
+            "postgres://localhost/app?host=/run"
+        );
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

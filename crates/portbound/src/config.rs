@@ -52,6 +52,8 @@ pub const VARIABLES: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "GOOGLE_CLOUD_PROJECT",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_ACQUIRE_TIMEOUT",
     "PORTBOUND_TEST_ROUTES",
 ];
 
@@ -65,6 +67,48 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 /// How often backing services are probed by default.
 pub const DEFAULT_PROBE_INTERVAL_SECS: u64 = 5;
+
+/// Connections the database pool may open (`DATABASE_POOL_SIZE`). The
+/// smallest plans share few connections among every process: Heroku
+/// Postgres Essential-0 allows 20 for all dynos and the release dyno
+/// together (<https://devcenter.heroku.com/articles/heroku-postgres-plans>).
+/// Five leaves room for three web dynos, the release phase and a console.
+/// One pool serves every worker (`database.rs` says why), so this is the
+/// process's total.
+pub const DEFAULT_DATABASE_POOL_SIZE: u32 = 5;
+/// How long a request waits for a pooled connection before it is answered
+/// 503 (`DATABASE_ACQUIRE_TIMEOUT`): long enough to ride out a burst on a
+/// full pool, far shorter than `REQUEST_TIMEOUT` and any router's patience,
+/// so a database that is down fails fast instead of holding requests.
+pub const DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS: u64 = 2;
+
+/// `DATABASE_URL` when it names PostgreSQL, with the pool's settings. Its
+/// `Debug` never shows the URL, which holds the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    url: String,
+    /// Most connections the pool opens (`DATABASE_POOL_SIZE`).
+    pub pool_size: u32,
+    /// Longest wait for a connection (`DATABASE_ACQUIRE_TIMEOUT`).
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The URL, credentials included: for the connection only, never a log.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"<DATABASE_URL, redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
 
 /// Upper bound on every duration variable: an hour is already absurd here.
 const MAX_SECONDS: u64 = 3600;
@@ -270,6 +314,11 @@ pub struct Config {
     pub services: Vec<BackingService>,
     /// How often backing services are probed.
     pub service_probe_interval: Duration,
+    /// `DATABASE_URL`, when it names PostgreSQL (`postgres://`,
+    /// `postgresql://`), and the pool's settings. With the `postgres`
+    /// feature the runtime opens a pool on it; without, it is probed over
+    /// TCP like any backing service.
+    pub database: Option<DatabaseSettings>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Bound on a whole request, body included; zero disables it.
@@ -422,6 +471,52 @@ impl Config {
                 Err(expected) => r.problem(name, &backing::redact_credentials(raw), &expected),
             }
         }
+        let pool_size = r
+            .parse_opt("DATABASE_POOL_SIZE", |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| {
+                        "a number of connections from 1 to 100 (the database's own limit is \
+                         shared by every process)"
+                            .into()
+                    })
+            })
+            .unwrap_or(DEFAULT_DATABASE_POOL_SIZE);
+        let acquire_timeout = r
+            .parse_opt("DATABASE_ACQUIRE_TIMEOUT", |v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=60).contains(s))
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| "whole seconds from 1 to 60".into())
+            })
+            .unwrap_or(Duration::from_secs(DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS));
+        let database = env
+            .get("DATABASE_URL")
+            .map(str::trim)
+            .filter(|v| v.starts_with("postgres://") || v.starts_with("postgresql://"))
+            .map(|url| DatabaseSettings {
+                url: url.to_owned(),
+                pool_size,
+                acquire_timeout,
+            });
+        // With the driver compiled in, the URL must be one it can use (an
+        // unknown sslmode, say): refused now, with exit 78, not at the first
+        // query.
+        #[cfg(feature = "postgres")]
+        if let Some(settings) = &database
+            && let Err(e) = crate::database::connect_options(settings.url(), platform)
+        {
+            r.problem(
+                "DATABASE_URL",
+                &backing::redact_credentials(settings.url()),
+                &format!(
+                    "a PostgreSQL URL sqlx accepts, such as \
+                     postgres://user:password@host:5432/db?sslmode=require ({e})"
+                ),
+            );
+        }
         let service_probe_interval = r
             .seconds("SERVICE_PROBE_INTERVAL")
             .filter(|d| !d.is_zero())
@@ -475,6 +570,7 @@ impl Config {
             metrics_port,
             services,
             service_probe_interval,
+            database,
             max_body_bytes,
             request_timeout,
             docs_enabled,

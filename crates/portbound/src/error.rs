@@ -68,6 +68,9 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// For 405: the methods the resource does allow.
     pub allow: Option<&'static str>,
+    /// For 503 and 429: seconds after which a retry may succeed (sent as
+    /// `Retry-After`).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -78,6 +81,15 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             allow: None,
+            retry_after: None,
+        }
+    }
+
+    /// 503: a dependency is unavailable for now; retry after `seconds`.
+    pub fn unavailable(detail: impl Into<Cow<'static, str>>, seconds: u32) -> Self {
+        ApiError {
+            retry_after: Some(seconds),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
         }
     }
 
@@ -167,6 +179,9 @@ impl ApiError {
         res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if let Some(allow) = self.allow {
             res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        }
+        if let Some(seconds) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
         }
         res.body(body)
     }

@@ -29,6 +29,8 @@
 
 pub mod backing;
 pub mod config;
+#[cfg(feature = "postgres")]
+pub mod database;
 #[cfg(feature = "doctor")]
 pub mod doctor;
 pub mod error;

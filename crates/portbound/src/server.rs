@@ -9,6 +9,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(feature = "postgres")]
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
@@ -185,6 +187,8 @@ impl Server {
 /// backing services and readiness checks. The server runs once awaited (or
 /// spawned); `serve` also starts the service's tasks and runs its drain.
 pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Result<Server> {
+    #[cfg(feature = "postgres")]
+    let (service, database) = with_database(config, service)?;
     let addrs = listeners.tcp_addrs()?;
     let mut shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     for l in &listeners.unix {
@@ -264,6 +268,13 @@ pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Res
             Some((server, addr))
         }
     };
+    #[cfg(feature = "postgres")]
+    if let Some(db) = database {
+        // Readiness by a query through the pool, not a TCP connect.
+        state
+            .probes
+            .replace_probe("DATABASE_URL", Arc::new(move |t| db.ping_blocking(t)));
+    }
     state.probes.spawn(config.service_probe_interval);
     let Service {
         checks,
@@ -283,6 +294,30 @@ pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Res
         tasks,
         hooks,
     })
+}
+
+/// With the `postgres` feature and a PostgreSQL `DATABASE_URL`: opens the
+/// pool (no connection yet), shares it with every worker as
+/// `web::Data<Database>`, and closes it at the end of the drain, after the
+/// service's own hooks (so they may still use it).
+#[cfg(feature = "postgres")]
+fn with_database(
+    config: &Config,
+    service: Service,
+) -> io::Result<(Service, Option<crate::database::Database>)> {
+    let Some(settings) = &config.database else {
+        return Ok((service, None));
+    };
+    let db =
+        crate::database::Database::open(settings, config.platform).map_err(io::Error::other)?;
+    let closing = db.clone();
+    let service = service
+        .app_data(actix_web::web::Data::new(db.clone()))
+        .on_drain("database", move || async move {
+            closing.close().await;
+            Ok::<(), crate::BoxError>(())
+        });
+    Ok((service, Some(db)))
 }
 
 /// Runs the service's readiness checks every `interval` on this thread (the

@@ -63,12 +63,78 @@ async fn log_line() -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 
+/// With the `postgres` feature: a query that holds its connection for `ms`
+/// milliseconds (`pg_sleep`), answered with the worker that asked and the
+/// database backend that ran it, so the tests can see every worker use the
+/// one pool.
+#[cfg(feature = "postgres")]
+async fn database(
+    query: web::Query<SlowQuery>,
+    db: web::Data<crate::database::Database>,
+) -> Result<HttpResponse, crate::error::ApiError> {
+    let seconds = query.ms.min(MAX_DELAY_MS) as f64 / 1000.0;
+    let worker = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned();
+    let backend: i32 = db
+        .run(move |mut conn| async move {
+            sqlx::query_scalar("SELECT pg_backend_pid() FROM pg_sleep($1)")
+                .bind(seconds)
+                .fetch_one(&mut *conn)
+                .await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "worker": worker, "backend": backend })))
+}
+
+/// The query of `/__test/db/pair`: the pair's id and the pause between its
+/// two rows.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Deserialize)]
+pub struct PairQuery {
+    id: i64,
+    ms: u64,
+}
+
+/// With the `postgres` feature: writes two rows of one pair in a
+/// transaction, `ms` apart, into the table `pairs (id bigint, half text)`
+/// that the test creates. A drain or a cut request must leave both rows or
+/// neither.
+#[cfg(feature = "postgres")]
+async fn database_pair(
+    query: web::Query<PairQuery>,
+    db: web::Data<crate::database::Database>,
+) -> Result<HttpResponse, crate::error::ApiError> {
+    let (id, pause) = (query.id, Duration::from_millis(query.ms.min(MAX_DELAY_MS)));
+    log::info!("test pair write started ({id})");
+    db.run(move |mut conn| async move {
+        use sqlx::Connection as _;
+        let mut tx = conn.begin().await?;
+        sqlx::query("INSERT INTO pairs (id, half) VALUES ($1, 'first')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tokio::time::sleep(pause).await;
+        sqlx::query("INSERT INTO pairs (id, half) VALUES ($1, 'second')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// Mounts the test routes (and warns, once, that they are on).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     log::warn!("test routes are enabled (PORTBOUND_TEST_ROUTES); never do this in production");
     cfg.route("/__test/slow", web::get().to(slow))
         .route("/__test/panic", web::get().to(panic))
         .route("/__test/log", web::get().to(log_line));
+    #[cfg(feature = "postgres")]
+    cfg.route("/__test/db", web::get().to(database))
+        .route("/__test/db/pair", web::post().to(database_pair));
     // A resource of its own, with a 405 and `Allow` for other methods, like
     // the app's routes.
     super::Route {

@@ -43,6 +43,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            #[cfg(feature = "postgres")]
+            crate::database::describe_metrics();
             Some(handle)
         })
         .as_ref()
@@ -264,6 +266,8 @@ pub fn render(state: &AppState) -> String {
         return String::new();
     };
     gauge!("http_requests_in_flight").set(state.drain.in_flight() as f64);
+    #[cfg(feature = "postgres")]
+    crate::database::record_metrics();
     let draining = state.drain.is_draining();
     gauge!("portbound_draining").set(f64::from(u8::from(draining)));
     gauge!("portbound_ready").set(f64::from(u8::from(!draining && state.probes.all_up())));

@@ -1,0 +1,329 @@
+//! `DATABASE_URL` as a PostgreSQL pool (the `postgres` feature), against a
+//! real PostgreSQL started for each test (`common::postgres`): every worker
+//! queries the one pool under load and through a drain, a database that goes
+//! away gives fast 503s and readiness 503 and comes back without a restart,
+//! TLS follows `sslmode`, a drain leaves no half-written transaction, and the
+//! password never leaves the process.
+//!
+//! Built only with `--features postgres`; ignored by a plain `cargo test`
+//! (it needs PostgreSQL's programs). `.ci/run` runs it.
+
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::postgres::{Cluster, PASSWORD};
+use common::{DEADLINE, Process, get, request, spawn_binary};
+
+/// Polls `f` until it returns `Some`, failing after the deadline.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ready(addr: SocketAddr) -> u16 {
+    get(addr, "/readyz").status
+}
+
+/// Every line the process wrote, both streams.
+fn output(p: &Process) -> String {
+    format!("{}\n{}", p.stdout(), p.stderr())
+}
+
+/// What a failure of the pool shared across actix's per-worker runtimes
+/// looks like (sqlx #531, #1396, #1639, #2938), and any other error line.
+fn assert_no_runtime_errors(p: &Process) {
+    let text = output(p);
+    for bad in ["IO driver has terminated", "reactor", "panicked", " ERROR "] {
+        assert!(!text.contains(bad), "{bad:?} in the output:\n{text}");
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn every_worker_queries_the_one_pool_under_load_and_through_a_drain() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let mut p = spawn_binary(&[
+        ("DATABASE_URL", &url),
+        ("WEB_CONCURRENCY", "4"),
+        ("SHUTDOWN_TIMEOUT", "20"),
+    ]);
+    let addr = p.addr();
+    eventually("readiness", || (ready(addr) == 200).then_some(()));
+
+    // Load: 16 clients, a new connection per request, so actix hands them
+    // to every worker in turn.
+    let workers: BTreeSet<String> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(move || {
+                    (0..20)
+                        .map(|_| {
+                            let res = get(addr, "/__test/db?ms=2");
+                            assert_eq!(res.status, 200, "{}", res.text());
+                            res.json()["worker"].as_str().unwrap().to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    assert_eq!(workers.len(), 4, "workers that queried: {workers:?}");
+    // One pool for the process: never more connections than its size.
+    let open: usize = db
+        .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' AND application_name <> 'psql'")
+        .parse()
+        .unwrap();
+    assert!(open <= 5, "{open} connections for a pool of 5");
+
+    // The drain: five queries in flight (the pool's size) when SIGTERM
+    // arrives all finish, and the pool closes after them.
+    let slow: Vec<_> = (0..5)
+        .map(|_| std::thread::spawn(move || get(addr, "/__test/db?ms=700")))
+        .collect();
+    eventually("five queries in flight", || {
+        let n: usize = db
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND state = 'active' AND query NOT LIKE '%pg_stat_activity%'")
+            .parse()
+            .unwrap();
+        (n == 5).then_some(())
+    });
+    p.signal("TERM");
+    for t in slow {
+        let res = t.join().unwrap();
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    let (status, _) = p.wait_exit(DEADLINE);
+    assert!(status.success(), "{status:?}\n{}", output(&p));
+    assert!(p.stdout().contains("drain hook database"), "{}", p.stdout());
+    assert_no_runtime_errors(&p);
+    eventually("the pool's connections to close", || {
+        let n: usize = db
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND application_name <> 'psql' AND backend_type = 'client backend'")
+            .parse()
+            .unwrap();
+        (n == 0).then_some(())
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn a_database_that_goes_away_answers_503_fast_and_comes_back_without_a_restart() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let p = spawn_binary(&[
+        ("DATABASE_URL", &url),
+        ("SERVICE_PROBE_INTERVAL", "1"),
+        ("DATABASE_ACQUIRE_TIMEOUT", "1"),
+        ("REQUEST_TIMEOUT", "30"),
+    ]);
+    let addr = p.addr();
+    eventually("readiness", || (ready(addr) == 200).then_some(()));
+    assert_eq!(get(addr, "/__test/db?ms=1").status, 200);
+
+    db.pause();
+    let started = Instant::now();
+    let res = get(addr, "/__test/db?ms=1");
+    let took = started.elapsed();
+    let problem = res.assert_problem(503);
+    assert_eq!(res.header("retry-after"), Some("1"), "{problem}");
+    // Bounded by DATABASE_ACQUIRE_TIMEOUT (1 s), not REQUEST_TIMEOUT (30 s).
+    assert!(took < Duration::from_secs(10), "a 503 after {took:?}");
+    eventually("readiness to turn 503", || {
+        (ready(addr) == 503).then_some(())
+    });
+    let readyz = get(addr, "/readyz").json();
+    let database = readyz["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "database")
+        .cloned()
+        .expect("database in /readyz");
+    assert_eq!(database["up"], false, "{readyz}");
+
+    db.resume();
+    eventually("queries to succeed again", || {
+        (get(addr, "/__test/db?ms=1").status == 200).then_some(())
+    });
+    eventually("readiness to recover", || {
+        (ready(addr) == 200).then_some(())
+    });
+    assert_no_runtime_errors(&p);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn sslmode_require_uses_tls_and_fails_clearly_without_it() {
+    let with_tls = Cluster::start(true);
+    let url = with_tls.url("sslmode=require");
+    let p = spawn_binary(&[("DATABASE_URL", &url)]);
+    let res = get(p.addr(), "/__test/db?ms=1");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let backend = res.json()["backend"].as_i64().unwrap();
+    assert_eq!(
+        with_tls.psql(&format!(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = {backend}"
+        )),
+        "t",
+        "the pool's connection is not encrypted"
+    );
+
+    let without_tls = Cluster::start(false);
+    let url = without_tls.url("sslmode=require");
+    let p = spawn_binary(&[("DATABASE_URL", &url), ("SERVICE_PROBE_INTERVAL", "1")]);
+    get(p.addr(), "/__test/db?ms=1").assert_problem(503);
+    let line = p.wait_for_log(" is down: ");
+    assert!(
+        line.contains("TLS"),
+        "the log does not say TLS failed: {line}"
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn a_drain_leaves_no_half_written_transaction() {
+    let db = Cluster::start(false);
+    db.psql("CREATE TABLE pairs (id bigint NOT NULL, half text NOT NULL)");
+    let url = db.url("");
+    // SHUTDOWN_TIMEOUT 1: the requests, each holding its transaction open
+    // for 3 s between its two rows, are cut long before they finish.
+    let mut p = spawn_binary(&[("DATABASE_URL", &url), ("SHUTDOWN_TIMEOUT", "1")]);
+    let addr = p.addr();
+    let writes: Vec<_> = (0..4)
+        .map(|id| {
+            std::thread::spawn(move || {
+                request(
+                    addr,
+                    "POST",
+                    &format!("/__test/db/pair?id={id}&ms=3000"),
+                    &[],
+                    b"",
+                )
+            })
+        })
+        .collect();
+    eventually("four open transactions", || {
+        let n: usize = db
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
+            .parse()
+            .unwrap();
+        (n == 4).then_some(())
+    });
+    p.signal("TERM");
+    let _ = p.wait_exit(DEADLINE);
+    for w in writes {
+        let _ = w.join();
+    }
+    // Each pair is whole or absent: the transaction committed, or died
+    // with its connection and rolled back.
+    let halves = db.psql("SELECT id FROM pairs GROUP BY id HAVING count(*) <> 2");
+    assert_eq!(halves, "", "pairs written by half");
+    assert_no_runtime_errors_but_cuts(&p);
+}
+
+/// As [`assert_no_runtime_errors`], but the drain's cut is expected.
+fn assert_no_runtime_errors_but_cuts(p: &Process) {
+    let text = output(p);
+    for bad in ["IO driver has terminated", "reactor", "panicked"] {
+        assert!(!text.contains(bad), "{bad:?} in the output:\n{text}");
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn a_drain_with_time_to_spare_commits_every_transaction() {
+    let db = Cluster::start(false);
+    db.psql("CREATE TABLE pairs (id bigint NOT NULL, half text NOT NULL)");
+    let url = db.url("");
+    let mut p = spawn_binary(&[("DATABASE_URL", &url), ("SHUTDOWN_TIMEOUT", "15")]);
+    let addr = p.addr();
+    let writes: Vec<_> = (0..4)
+        .map(|id| {
+            std::thread::spawn(move || {
+                request(
+                    addr,
+                    "POST",
+                    &format!("/__test/db/pair?id={id}&ms=500"),
+                    &[],
+                    b"",
+                )
+            })
+        })
+        .collect();
+    eventually("four open transactions", || {
+        let n: usize = db
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
+            .parse()
+            .unwrap();
+        (n == 4).then_some(())
+    });
+    p.signal("TERM");
+    for w in writes {
+        assert_eq!(w.join().unwrap().status, 204);
+    }
+    let (status, _) = p.wait_exit(DEADLINE);
+    assert!(status.success(), "{status:?}\n{}", output(&p));
+    assert_eq!(db.psql("SELECT count(*) FROM pairs"), "8");
+    assert_no_runtime_errors(&p);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn the_password_never_leaves_the_process() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let metrics_port = common::free_port().to_string();
+    let p = spawn_binary(&[
+        ("DATABASE_URL", &url),
+        ("METRICS_PORT", &metrics_port),
+        ("SERVICE_PROBE_INTERVAL", "1"),
+        ("RUST_LOG", "debug"),
+    ]);
+    let addr = p.addr();
+    eventually("readiness", || (ready(addr) == 200).then_some(()));
+    let mut seen = vec![
+        get(addr, "/__test/db?ms=1").text(),
+        get(addr, "/api/v1/info").text(),
+        get(addr, "/readyz").text(),
+    ];
+    db.pause();
+    seen.push(get(addr, "/__test/db?ms=1").text());
+    eventually("readiness to turn 503", || {
+        (ready(addr) == 503).then_some(())
+    });
+    seen.push(get(addr, "/readyz").text());
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port.parse().unwrap()));
+    let scrape = common::scrape(metrics);
+    assert!(
+        scrape.contains("database_pool_max_connections 5"),
+        "{scrape}"
+    );
+    seen.push(scrape);
+    seen.push(output(&p));
+    for text in seen {
+        assert!(!text.contains(PASSWORD), "the password leaked:\n{text}");
+    }
+    // A bad URL is refused at start with 78, named, and without its password.
+    let bad = format!("{url}?sslmode=sometimes");
+    let dir = common::scratch_dir("bad-database-url");
+    let (code, _, err) = common::run_binary(&[], &[("DATABASE_URL", &bad)], &dir);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+}
