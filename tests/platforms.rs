@@ -1645,8 +1645,9 @@ fn schemastore(url: &str) -> String {
 }
 
 /// Heroku's app.json schema as Heroku publishes it in its npm package
-/// @heroku/mcp-server (1.2.8, Apache-2.0, dist/utils/app-json.schema.json).
-fn heroku_app_json_schema() -> String {
+/// @heroku/mcp-server (1.2.8, Apache-2.0, dist/utils/app-json.schema.json):
+/// the scratch directory that holds it (removed when dropped), and its path.
+fn heroku_app_json_schema() -> (common::ScratchDir, String) {
     let dir = scratch_dir("heroku-schema");
     let packed = Command::new("npm")
         .args(["pack", "--silent", "@heroku/mcp-server@1.2.8"])
@@ -1662,7 +1663,8 @@ fn heroku_app_json_schema() -> String {
         .status()
         .unwrap();
     assert!(status.success(), "{schema} in {tarball}");
-    dir.join(schema).to_string_lossy().into_owned()
+    let path = dir.join(schema).to_string_lossy().into_owned();
+    (dir, path)
 }
 
 #[test]
@@ -1717,9 +1719,7 @@ fn every_manifest_passes_its_platforms_own_schema() {
     }
 
     if kept("app.json") {
-        validate(
-            "check-jsonschema",
-            &["--schemafile", &heroku_app_json_schema(), "app.json"],
-        );
+        let (_dir, schema) = heroku_app_json_schema();
+        validate("check-jsonschema", &["--schemafile", &schema, "app.json"]);
     }
 }
