@@ -337,7 +337,7 @@ pub fn describe_metrics() {
 /// - An `sslmode` in the URL wins.
 /// - Without one, on Heroku, TLS is required: Heroku Postgres refuses
 ///   connections without it and its certificates cannot be verified
-///   ("sslmode=require", https://devcenter.heroku.com/articles/connecting-heroku-postgres).
+///   ("sslmode=require", <https://devcenter.heroku.com/articles/connecting-heroku-postgres>).
 ///   Elsewhere sqlx's default applies: `prefer` (TLS when the server offers
 ///   it).
 /// - `sslmode=verify-full&sslrootcert=/path/ca.pem` verifies the server
