@@ -169,7 +169,7 @@ fn a_database_that_goes_away_answers_503_fast_and_comes_back_without_a_restart()
 
 #[test]
 #[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
-fn sslmode_require_uses_tls_and_fails_clearly_without_it() {
+fn sslmode_require_uses_tls_verify_full_checks_the_ca_and_both_fail_clearly() {
     let with_tls = Cluster::start(true);
     let url = with_tls.url("sslmode=require");
     let p = spawn_binary(&[("DATABASE_URL", &url)]);
@@ -182,6 +182,32 @@ fn sslmode_require_uses_tls_and_fails_clearly_without_it() {
         )),
         "t",
         "the pool's connection is not encrypted"
+    );
+
+    // verify-full: the server's certificate checked against the CA given.
+    let verified = format!(
+        "postgres://app:{PASSWORD}@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        with_tls.port,
+        with_tls.ca().display()
+    );
+    let p = spawn_binary(&[("DATABASE_URL", &verified)]);
+    let res = get(p.addr(), "/__test/db?ms=1");
+    assert_eq!(res.status, 200, "{}", res.text());
+    // ... and refused with a CA that did not sign it.
+    let other_ca = Cluster::start(true);
+    let unverified = verified.replace(
+        &with_tls.ca().display().to_string(),
+        &other_ca.ca().display().to_string(),
+    );
+    let p = spawn_binary(&[
+        ("DATABASE_URL", &unverified),
+        ("SERVICE_PROBE_INTERVAL", "1"),
+    ]);
+    get(p.addr(), "/__test/db?ms=1").assert_problem(503);
+    let line = p.wait_for_log(" is down: ");
+    assert!(
+        line.contains("invalid peer certificate"),
+        "the log does not say the certificate failed: {line}"
     );
 
     let without_tls = Cluster::start(false);
