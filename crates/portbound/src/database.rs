@@ -11,11 +11,21 @@
 //! drain (sqlx #531, #1396, #1639, #2938). One pool per worker would avoid
 //! that but multiply the connections by the workers, which the smallest
 //! plans cannot afford (Heroku Essential-0: 20 connections for every dyno and
-//! the release dyno together). So the pool lives on a runtime of its own, a
-//! thread that opens every connection and runs every query, and outlives the
-//! workers: a handler hands it the work ([`Database::run`]) and awaits the
-//! answer. `tests/database.rs` drives it from four workers under load and
+//! the release dyno together). So the pool lives on a runtime of its own,
+//! two threads that open every connection and run every query, and outlive
+//! the workers: a handler hands it the work ([`Database::run`]) and awaits
+//! the answer. `tests/database.rs` drives it from four workers under load and
 //! through a drain.
+//!
+//! Measured by `bench/database` (2 CPUs, WEB_CONCURRENCY=2, a pool of 10,
+//! `wrk -c64` on one `SELECT`; bench/results/database.md): this design
+//! serves 16,578 req/s at p99 7.0 ms and 59.8 µs of server CPU a request,
+//! the pool shared across the workers 12,944 req/s at p99 6.8 ms and
+//! 59.9 µs; in a drain where one worker stops while the other still runs
+//! long queries, 0 of 12 fail here and 5 of 12 there, with "A Tokio 1.x
+//! context was found, but it is being shutdown". One thread instead of two
+//! served 13,152 req/s at p99 13.2 ms: the hand-offs queued behind each
+//! other.
 //!
 //! **Failure is fast.** Waiting for a connection is bounded by
 //! `DATABASE_ACQUIRE_TIMEOUT` (2 s): a database that is down answers 503
@@ -62,6 +72,9 @@ struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     acquire_timeout: Duration,
+    /// bench/database only: the pool the common way, for comparison.
+    #[cfg(feature = "bench-layers")]
+    shared: Option<PgPool>,
 }
 
 impl Drop for Inner {
@@ -203,19 +216,27 @@ impl Database {
     pub fn open(settings: &DatabaseSettings, platform: Platform) -> Result<Database, String> {
         let options = connect_options(settings.url(), platform)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            // Two: one serialised the hand-offs (p99 13.2 ms against 7.0 ms
+            // in bench/database); more would only compete with the workers.
+            .worker_threads(2)
             .thread_name("database")
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the database runtime: {e}"))?;
+        let pool_options = PgPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout);
+        // bench/database compares the design below with the common one: one
+        // pool built on the main thread and used from every worker as it is
+        // (PORTBOUND_BENCH_DB=shared, with the `bench-layers` feature only).
+        #[cfg(feature = "bench-layers")]
+        let shared = (std::env::var("PORTBOUND_BENCH_DB").as_deref() == Ok("shared"))
+            .then(|| pool_options.clone().connect_lazy_with(options.clone()));
         let pool = {
             // The pool's maintenance tasks start on the runtime it is built in.
             let _in_runtime = runtime.enter();
-            PgPoolOptions::new()
-                .max_connections(settings.pool_size)
-                .min_connections(0)
-                .acquire_timeout(settings.acquire_timeout)
-                .connect_lazy_with(options)
+            pool_options.connect_lazy_with(options)
         };
         let handle = runtime.handle().clone();
         let database = Database(Arc::new(Inner {
@@ -223,6 +244,8 @@ impl Database {
             runtime: Some(runtime),
             handle,
             acquire_timeout: settings.acquire_timeout,
+            #[cfg(feature = "bench-layers")]
+            shared,
         }));
         let _ = CURRENT.set(database.clone());
         Ok(database)
@@ -270,6 +293,14 @@ impl Database {
             metrics::counter!("database_errors_total", "kind" => e.kind()).increment(1);
         }
         result
+    }
+
+    /// bench/database only: the pool built the common way (one pool on the
+    /// main thread, used from every worker directly), when
+    /// `PORTBOUND_BENCH_DB=shared` asked for it.
+    #[cfg(feature = "bench-layers")]
+    pub fn shared_for_bench(&self) -> Option<&PgPool> {
+        self.0.shared.as_ref()
     }
 
     /// `SELECT 1` through the pool, within `timeout`: the readiness probe.
