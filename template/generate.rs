@@ -53,11 +53,13 @@ const NOT_CARRIED: [&str; 9] = [
 const OWN_TESTS: [&str; 3] = ["app.rs", "app_echo.rs", "app_ws.rs"];
 
 /// Names of the runtime's that contain `portbound` and must stay as they
-/// are (the runtime reads these variables; its version string).
+/// are: the prefixes of the variables it reads for tests and benchmarks
+/// (`PORTBOUND_TEST_ROUTES`, `PORTBOUND_TEST_MIGRATIONS`,
+/// `PORTBOUND_BENCH_OFF`), its version string, and its log targets.
 /// `portbound=` is a log filter's directive for the runtime's log targets.
 const RUNTIME_NAMES: [&str; 4] = [
-    "PORTBOUND_TEST_ROUTES",
-    "PORTBOUND_BENCH_OFF",
+    "PORTBOUND_TEST_",
+    "PORTBOUND_BENCH_",
     "`portbound VERSION`",
     "portbound=",
 ];

@@ -353,3 +353,144 @@ fn the_password_never_leaves_the_process() {
     assert!(err.contains("DATABASE_URL"), "{err}");
     assert!(!err.contains(PASSWORD), "{err}");
 }
+
+/// A folder of migrations for `portbound migrate` (read at run time through
+/// the test-only PORTBOUND_TEST_MIGRATIONS), from (file name, SQL) pairs.
+fn migrations(name: &str, files: &[(&str, &str)]) -> common::ScratchDir {
+    let dir = common::scratch_dir(name);
+    for (file, sql) in files {
+        std::fs::write(dir.join(file), sql).unwrap();
+    }
+    dir
+}
+
+/// `portbound migrate` with these migrations and variables.
+fn migrate(dir: &std::path::Path, env: &[(&str, &str)]) -> common::Process {
+    let folder = dir.to_string_lossy().into_owned();
+    let mut all = vec![("PORTBOUND_TEST_MIGRATIONS", folder.as_str())];
+    all.extend_from_slice(env);
+    common::spawn_binary_with(&["migrate"], &all, dir)
+}
+
+fn finish(mut p: Process) -> (i32, String) {
+    let (status, _) = p.wait_exit(DEADLINE);
+    (status.code().unwrap_or(-1), output(&p))
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn migrate_applies_once_even_when_two_run_at_once() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    // The first migration holds the lock for a second, so the two runs
+    // overlap; without the lock both would create the table, and one fail.
+    let dir = migrations(
+        "migrations-twice",
+        &[
+            (
+                "1_create_notes.sql",
+                "SELECT pg_sleep(1); CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL);",
+            ),
+            (
+                "2_index_notes.sql",
+                "CREATE INDEX notes_body ON notes (body);",
+            ),
+        ],
+    );
+    let env = [("DATABASE_URL", url.as_str())];
+    let (a, b) = (migrate(&dir, &env), migrate(&dir, &env));
+    let (code_a, out_a) = finish(a);
+    let (code_b, out_b) = finish(b);
+    assert_eq!((code_a, code_b), (0, 0), "{out_a}\n---\n{out_b}");
+    let both = format!("{out_a}\n{out_b}");
+    assert!(
+        both.contains("applied 2") && both.contains("the schema is current, at version 2"),
+        "one run applies both, the other finds them applied:\n{both}"
+    );
+    assert_eq!(
+        db.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations"),
+        "1,2"
+    );
+    assert!(!both.contains(PASSWORD), "{both}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn a_failing_migration_names_itself_and_leaves_the_schema_as_it_was() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let dir = migrations(
+        "migrations-broken",
+        &[
+            ("1_create_notes.sql", "CREATE TABLE notes (id bigint);"),
+            (
+                "2_half_done.sql",
+                "CREATE TABLE half (id bigint); SELECT no_such_column FROM notes;",
+            ),
+        ],
+    );
+    let (code, out) = finish(migrate(&dir, &[("DATABASE_URL", &url)]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("migration 2 (half done) failed"), "{out}");
+    assert!(out.contains("the schema is as it was"), "{out}");
+    assert_eq!(
+        db.psql("SELECT to_regclass('half') IS NULL"),
+        "t",
+        "half was left behind"
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM _sqlx_migrations WHERE success"),
+        "1"
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn a_migration_changed_after_it_was_applied_is_refused() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let dir = migrations(
+        "migrations-changed",
+        &[("1_create_notes.sql", "CREATE TABLE notes (id bigint);")],
+    );
+    let (code, out) = finish(migrate(&dir, &[("DATABASE_URL", &url)]));
+    assert_eq!(code, 0, "{out}");
+    std::fs::write(
+        dir.join("1_create_notes.sql"),
+        "CREATE TABLE notes (id bigint, body text);",
+    )
+    .unwrap();
+    let (code, out) = finish(migrate(&dir, &[("DATABASE_URL", &url)]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("migration 1 (create notes) was changed after it was applied"),
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn migrate_takes_the_direct_url_over_a_pooler_and_needs_a_database() {
+    let db = Cluster::start(false);
+    let dir = migrations(
+        "migrations-direct",
+        &[("1_create_notes.sql", "CREATE TABLE notes (id bigint);")],
+    );
+    // DATABASE_URL names a port nothing listens on, as a pooler the web
+    // process uses would be a different address; the direct URL is used.
+    let pooler = format!(
+        "postgres://app:{PASSWORD}@127.0.0.1:{}/postgres",
+        common::free_port()
+    );
+    let direct = db.url("");
+    let (code, out) = finish(migrate(
+        &dir,
+        &[("DATABASE_URL", &pooler), ("DATABASE_DIRECT_URL", &direct)],
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied 1"), "{out}");
+
+    let (code, out) = finish(migrate(&dir, &[("DATABASE_URL", common::UNSET)]));
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("DATABASE_URL"), "{out}");
+}

@@ -54,6 +54,8 @@ pub const VARIABLES: &[&str] = &[
     "GOOGLE_CLOUD_PROJECT",
     "DATABASE_POOL_SIZE",
     "DATABASE_ACQUIRE_TIMEOUT",
+    "DATABASE_DIRECT_URL",
+    "PORTBOUND_TEST_MIGRATIONS",
     "PORTBOUND_TEST_ROUTES",
 ];
 
@@ -87,6 +89,7 @@ pub const DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS: u64 = 2;
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseSettings {
     url: String,
+    direct_url: Option<String>,
     /// Most connections the pool opens (`DATABASE_POOL_SIZE`).
     pub pool_size: u32,
     /// Longest wait for a connection (`DATABASE_ACQUIRE_TIMEOUT`).
@@ -98,12 +101,22 @@ impl DatabaseSettings {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// `DATABASE_DIRECT_URL`: the database itself, not a transaction-mode
+    /// pooler, for `migrate` (its advisory lock needs a session).
+    pub fn direct_url(&self) -> Option<&str> {
+        self.direct_url.as_deref()
+    }
 }
 
 impl std::fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &"<DATABASE_URL, redacted>")
+            .field(
+                "direct_url",
+                &self.direct_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("pool_size", &self.pool_size)
             .field("acquire_timeout", &self.acquire_timeout)
             .finish()
@@ -333,6 +346,9 @@ pub struct Config {
     /// Test-only routes (a slow endpoint for the drain tests). Never set it in
     /// production.
     pub test_routes: bool,
+    /// Test-only: a folder of migrations `migrate` reads at run time
+    /// (`PORTBOUND_TEST_MIGRATIONS`, honoured only with the test routes).
+    pub test_migrations: Option<std::path::PathBuf>,
     /// Settings that are valid but will hurt on this platform, each a whole
     /// sentence naming the variable and what to set. Logged once at start.
     pub warnings: Vec<String>,
@@ -492,12 +508,28 @@ impl Config {
                     .ok_or_else(|| "whole seconds from 1 to 60".into())
             })
             .unwrap_or(Duration::from_secs(DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS));
+        let is_postgres = |v: &&str| v.starts_with("postgres://") || v.starts_with("postgresql://");
+        let direct_url = env
+            .get("DATABASE_DIRECT_URL")
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        if let Some(v) = direct_url
+            && !is_postgres(&v)
+        {
+            r.problem(
+                "DATABASE_DIRECT_URL",
+                &backing::redact_credentials(v),
+                "a PostgreSQL URL (postgres://user:password@host:5432/db) that reaches the \
+                 database itself, not a transaction-mode pooler",
+            );
+        }
         let database = env
             .get("DATABASE_URL")
             .map(str::trim)
-            .filter(|v| v.starts_with("postgres://") || v.starts_with("postgresql://"))
+            .filter(is_postgres)
             .map(|url| DatabaseSettings {
                 url: url.to_owned(),
+                direct_url: direct_url.filter(is_postgres).map(str::to_owned),
                 pool_size,
                 acquire_timeout,
             });
@@ -541,6 +573,12 @@ impl Config {
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
         let test_routes = r.boolean("PORTBOUND_TEST_ROUTES").unwrap_or(false);
+        // Only with the test routes: a test's migrations, read from a folder
+        // at run time instead of those embedded in the binary.
+        let test_migrations = env
+            .get("PORTBOUND_TEST_MIGRATIONS")
+            .filter(|v| test_routes && !v.is_empty())
+            .map(std::path::PathBuf::from);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -577,6 +615,7 @@ impl Config {
             cors_allowed_origins,
             google_cloud_project,
             test_routes,
+            test_migrations,
             warnings,
         })
     }

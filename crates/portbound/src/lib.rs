@@ -36,6 +36,8 @@ pub mod doctor;
 pub mod error;
 pub mod healthcheck;
 pub mod listener;
+#[cfg(feature = "postgres")]
+pub mod migrate;
 pub mod openapi;
 pub mod platform;
 pub mod routes;

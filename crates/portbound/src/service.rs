@@ -127,6 +127,8 @@ pub struct Service {
     pub(crate) checks: Vec<ReadinessCheck>,
     pub(crate) tasks: Vec<Task>,
     pub(crate) hooks: Vec<DrainHook>,
+    #[cfg(feature = "postgres")]
+    migrations: Option<sqlx::migrate::Migrator>,
 }
 
 impl Service {
@@ -142,7 +144,26 @@ impl Service {
             checks: Vec::new(),
             tasks: Vec::new(),
             hooks: Vec::new(),
+            #[cfg(feature = "postgres")]
+            migrations: None,
         }
+    }
+
+    /// The service's migrations, which `SERVICE migrate` applies (the
+    /// `postgres` feature). Embed them with sqlx's macro, so the binary
+    /// carries them and the release phase needs nothing else:
+    ///
+    /// ```ignore
+    /// portbound::Service::new("notes", "0.1.0").migrations(sqlx::migrate!())
+    /// ```
+    ///
+    /// The web process never applies them: each platform runs `migrate` as a
+    /// one-off process in its release phase, so replicas do not race and a
+    /// failure stops the deploy.
+    #[cfg(feature = "postgres")]
+    pub fn migrations(mut self, migrator: sqlx::migrate::Migrator) -> Service {
+        self.migrations = Some(migrator);
+        self
     }
 
     /// The service's OpenAPI document (its `info` and its paths). It is
@@ -333,6 +354,20 @@ impl Service {
                 print!("{}", self.openapi_json());
                 ExitCode::SUCCESS
             }
+            #[cfg(feature = "postgres")]
+            Command::Migrate => match load_config(self.name) {
+                Err(code) => code,
+                Ok(config) => {
+                    let from_folder = config.test_migrations.as_deref().map(test_migrations);
+                    match from_folder {
+                        Some(Err(code)) => code,
+                        Some(Ok(migrator)) => {
+                            crate::migrate::run(self.name, &config, Some(&migrator))
+                        }
+                        None => crate::migrate::run(self.name, &config, self.migrations.as_ref()),
+                    }
+                }
+            },
             Command::Healthcheck => match load_config(self.name) {
                 Err(code) => code,
                 Ok(config) => {
@@ -411,6 +446,20 @@ impl Service {
     }
 }
 
+/// The test suite's migrations, read from a folder (`PORTBOUND_TEST_MIGRATIONS`).
+#[cfg(feature = "postgres")]
+fn test_migrations(dir: &std::path::Path) -> Result<sqlx::migrate::Migrator, ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|_| ExitCode::FAILURE)?;
+    runtime
+        .block_on(sqlx::migrate::Migrator::new(dir))
+        .map_err(|e| {
+            eprintln!("PORTBOUND_TEST_MIGRATIONS={}: {e}", dir.display());
+            ExitCode::from(EX_CONFIG)
+        })
+}
+
 /// sysexits.h: "configuration error".
 const EX_CONFIG: u8 = 78;
 
@@ -437,6 +486,10 @@ enum Command {
     Healthcheck,
     /// Print the OpenAPI document.
     Openapi,
+    /// Apply the service's database migrations (DATABASE_DIRECT_URL, else
+    /// DATABASE_URL) and exit: the release phase's command.
+    #[cfg(feature = "postgres")]
+    Migrate,
     /// Check the deploy manifests in DIR against the platforms' contracts
     /// and this service (port, drain, signals, probe paths, binary); exit 1
     /// if any finding is an error.
