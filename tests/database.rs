@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::postgres::{Cluster, PASSWORD};
-use common::{DEADLINE, Process, get, request, spawn_binary};
+use common::{DEADLINE, Process, Response, get, request, spawn_binary};
 
 /// Polls `f` until it returns `Some`, failing after the deadline.
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -31,6 +31,13 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A `SELECT count(*) ...` through psql, as a number.
+fn count(db: &Cluster, sql: &str) -> usize {
+    db.psql(sql)
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 fn ready(addr: SocketAddr) -> u16 {
     get(addr, "/readyz").status
 }
@@ -41,12 +48,21 @@ fn output(p: &Process) -> String {
 }
 
 /// What a failure of the pool shared across actix's per-worker runtimes
-/// looks like (sqlx #531, #1396, #1639, #2938), and any other error line.
-fn assert_no_runtime_errors(p: &Process) {
+/// looks like (sqlx #531, #1396, #1639, #2938).
+const RUNTIME_ERRORS: [&str; 3] = ["IO driver has terminated", "reactor", "panicked"];
+
+/// None of `bad` in anything the process wrote.
+fn assert_output_lacks(p: &Process, bad: &[&str]) {
     let text = output(p);
-    for bad in ["IO driver has terminated", "reactor", "panicked", " ERROR "] {
+    for bad in bad {
         assert!(!text.contains(bad), "{bad:?} in the output:\n{text}");
     }
+}
+
+/// No runtime error, and no error line at all.
+fn assert_no_runtime_errors(p: &Process) {
+    assert_output_lacks(p, &RUNTIME_ERRORS);
+    assert_output_lacks(p, &[" ERROR "]);
 }
 
 #[test]
@@ -85,10 +101,10 @@ fn every_worker_queries_the_one_pool_under_load_and_through_a_drain() {
     });
     assert_eq!(workers.len(), 4, "workers that queried: {workers:?}");
     // One pool for the process: never more connections than its size.
-    let open: usize = db
-        .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' AND application_name <> 'psql'")
-        .parse()
-        .unwrap();
+    let open = count(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' AND application_name <> 'psql'",
+    );
     assert!(open <= 5, "{open} connections for a pool of 5");
 
     // The drain: five queries in flight (the pool's size) when SIGTERM
@@ -97,10 +113,10 @@ fn every_worker_queries_the_one_pool_under_load_and_through_a_drain() {
         .map(|_| std::thread::spawn(move || get(addr, "/__test/db?ms=700")))
         .collect();
     eventually("five queries in flight", || {
-        let n: usize = db
-            .psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND state = 'active' AND query NOT LIKE '%pg_stat_activity%'")
-            .parse()
-            .unwrap();
+        let n = count(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND state = 'active' AND query NOT LIKE '%pg_stat_activity%'",
+        );
         (n == 5).then_some(())
     });
     p.signal("TERM");
@@ -113,10 +129,10 @@ fn every_worker_queries_the_one_pool_under_load_and_through_a_drain() {
     assert!(p.stdout().contains("drain hook database"), "{}", p.stdout());
     assert_no_runtime_errors(&p);
     eventually("the pool's connections to close", || {
-        let n: usize = db
-            .psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND application_name <> 'psql' AND backend_type = 'client backend'")
-            .parse()
-            .unwrap();
+        let n = count(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND application_name <> 'psql' AND backend_type = 'client backend'",
+        );
         (n == 0).then_some(())
     });
 }
@@ -167,6 +183,14 @@ fn a_database_that_goes_away_answers_503_fast_and_comes_back_without_a_restart()
     assert_no_runtime_errors(&p);
 }
 
+/// Serves with a `DATABASE_URL` the database refuses: a query gets 503, and
+/// the line that says why the database is down is returned.
+fn refused(url: &str) -> String {
+    let p = spawn_binary(&[("DATABASE_URL", url), ("SERVICE_PROBE_INTERVAL", "1")]);
+    get(p.addr(), "/__test/db?ms=1").assert_problem(503);
+    p.wait_for_log(" is down: ")
+}
+
 #[test]
 #[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
 fn sslmode_require_uses_tls_verify_full_checks_the_ca_and_both_fail_clearly() {
@@ -199,12 +223,7 @@ fn sslmode_require_uses_tls_verify_full_checks_the_ca_and_both_fail_clearly() {
         &with_tls.ca().display().to_string(),
         &other_ca.ca().display().to_string(),
     );
-    let p = spawn_binary(&[
-        ("DATABASE_URL", &unverified),
-        ("SERVICE_PROBE_INTERVAL", "1"),
-    ]);
-    get(p.addr(), "/__test/db?ms=1").assert_problem(503);
-    let line = p.wait_for_log(" is down: ");
+    let line = refused(&unverified);
     assert!(
         line.contains("invalid peer certificate"),
         "the log does not say the certificate failed: {line}"
@@ -212,13 +231,32 @@ fn sslmode_require_uses_tls_verify_full_checks_the_ca_and_both_fail_clearly() {
 
     let without_tls = Cluster::start(false);
     let url = without_tls.url("sslmode=require");
-    let p = spawn_binary(&[("DATABASE_URL", &url), ("SERVICE_PROBE_INTERVAL", "1")]);
-    get(p.addr(), "/__test/db?ms=1").assert_problem(503);
-    let line = p.wait_for_log(" is down: ");
+    let line = refused(&url);
     assert!(
         line.contains("TLS"),
         "the log does not say TLS failed: {line}"
     );
+}
+
+/// Four requests that each write a pair of rows in one transaction, `ms`
+/// apart; returns once all four transactions are open in the database.
+fn pair_writes(db: &Cluster, addr: SocketAddr, ms: u64) -> Vec<std::thread::JoinHandle<Response>> {
+    let writes = (0..4)
+        .map(|id| {
+            std::thread::spawn(move || {
+                let path = format!("/__test/db/pair?id={id}&ms={ms}");
+                request(addr, "POST", &path, &[], b"")
+            })
+        })
+        .collect();
+    eventually("four open transactions", || {
+        let n = count(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'",
+        );
+        (n == 4).then_some(())
+    });
+    writes
 }
 
 #[test]
@@ -230,27 +268,7 @@ fn a_drain_leaves_no_half_written_transaction() {
     // SHUTDOWN_TIMEOUT 1: the requests, each holding its transaction open
     // for 3 s between its two rows, are cut long before they finish.
     let mut p = spawn_binary(&[("DATABASE_URL", &url), ("SHUTDOWN_TIMEOUT", "1")]);
-    let addr = p.addr();
-    let writes: Vec<_> = (0..4)
-        .map(|id| {
-            std::thread::spawn(move || {
-                request(
-                    addr,
-                    "POST",
-                    &format!("/__test/db/pair?id={id}&ms=3000"),
-                    &[],
-                    b"",
-                )
-            })
-        })
-        .collect();
-    eventually("four open transactions", || {
-        let n: usize = db
-            .psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
-            .parse()
-            .unwrap();
-        (n == 4).then_some(())
-    });
+    let writes = pair_writes(&db, p.addr(), 3000);
     p.signal("TERM");
     let _ = p.wait_exit(DEADLINE);
     for w in writes {
@@ -260,15 +278,8 @@ fn a_drain_leaves_no_half_written_transaction() {
     // with its connection and rolled back.
     let halves = db.psql("SELECT id FROM pairs GROUP BY id HAVING count(*) <> 2");
     assert_eq!(halves, "", "pairs written by half");
-    assert_no_runtime_errors_but_cuts(&p);
-}
-
-/// As [`assert_no_runtime_errors`], but the drain's cut is expected.
-fn assert_no_runtime_errors_but_cuts(p: &Process) {
-    let text = output(p);
-    for bad in ["IO driver has terminated", "reactor", "panicked"] {
-        assert!(!text.contains(bad), "{bad:?} in the output:\n{text}");
-    }
+    // The drain cuts the requests (an error line each); no runtime error.
+    assert_output_lacks(&p, &RUNTIME_ERRORS);
 }
 
 #[test]
@@ -278,27 +289,7 @@ fn a_drain_with_time_to_spare_commits_every_transaction() {
     db.psql("CREATE TABLE pairs (id bigint NOT NULL, half text NOT NULL)");
     let url = db.url("");
     let mut p = spawn_binary(&[("DATABASE_URL", &url), ("SHUTDOWN_TIMEOUT", "15")]);
-    let addr = p.addr();
-    let writes: Vec<_> = (0..4)
-        .map(|id| {
-            std::thread::spawn(move || {
-                request(
-                    addr,
-                    "POST",
-                    &format!("/__test/db/pair?id={id}&ms=500"),
-                    &[],
-                    b"",
-                )
-            })
-        })
-        .collect();
-    eventually("four open transactions", || {
-        let n: usize = db
-            .psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
-            .parse()
-            .unwrap();
-        (n == 4).then_some(())
-    });
+    let writes = pair_writes(&db, p.addr(), 500);
     p.signal("TERM");
     for w in writes {
         assert_eq!(w.join().unwrap().status, 204);

@@ -11,7 +11,7 @@
 use serde_norway::Value as Yaml;
 
 use super::locate::{Index, Key, Seg, yaml_line};
-use super::{Ctx, Finding, Stop, Var, yaml_error_line, yaml_scalar};
+use super::{Ctx, Finding, Stop, yaml_error_line, yaml_scalar};
 use crate::platform::{Platform, PortRule};
 
 const FILE: &str = "deploy/cloudrun/service.yaml";
@@ -51,21 +51,7 @@ pub(crate) fn check(ctx: &mut Ctx<'_>) {
     ];
     let at = |more: &[Seg<'_>]| yaml_line(&text, 0, &[&base[..], more].concat());
 
-    let env: Vec<Var> = container["env"]
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            let name = yaml_scalar(&item["name"])?;
-            let value = yaml_scalar(&item["value"])?;
-            Some(Var::new(
-                &name,
-                &value,
-                at(&[Key("env"), Index(i), Key("name")]),
-            ))
-        })
-        .collect();
+    let env = super::container_env(container, at);
 
     let default_port = match run.port.value {
         PortRule::FromSetting { default, .. } => default,

@@ -253,8 +253,9 @@ pub fn env_pairs(args: &str) -> Vec<(String, String)> {
 }
 
 /// Splits on whitespace outside double or single quotes, and drops the
-/// quotes (`A="x y" B=z` is `A=x y`, `B=z`).
-fn words(text: &str) -> Vec<String> {
+/// quotes (`A="x y" B=z` is `A=x y`, `B=z`): the Dockerfile's `ENV` and shell
+/// form, and systemd's command lines and `Environment=` values alike.
+pub(crate) fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     let mut quote = None;

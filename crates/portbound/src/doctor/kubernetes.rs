@@ -13,7 +13,7 @@
 use serde_norway::Value as Yaml;
 
 use super::locate::{Index, Key, Seg, yaml_line};
-use super::{Ctx, Finding, Stop, Var, bound_port, yaml_documents, yaml_error_line, yaml_scalar};
+use super::{Ctx, Finding, Stop, bound_port, yaml_documents, yaml_error_line, yaml_scalar};
 use crate::platform::Platform;
 
 const DIR: &str = "deploy/kubernetes";
@@ -108,21 +108,7 @@ fn workload(ctx: &mut Ctx<'_>, d: &Doc, docs: &[Doc]) {
     ];
     let at = |more: &[Seg<'_>]| d.line(&[&base[..], more].concat());
 
-    let env: Vec<Var> = c["env"]
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            let name = yaml_scalar(&item["name"])?;
-            let value = yaml_scalar(&item["value"])?;
-            Some(Var::new(
-                &name,
-                &value,
-                at(&[Key("env"), Index(i), Key("name")]),
-            ))
-        })
-        .collect();
+    let env = super::container_env(c, at);
     let drain = ctx.drain(file, &env, &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]);
 
     // containerPorts by name and number.

@@ -796,6 +796,31 @@ pub(crate) fn runs_server(binary: &str, argv: &[String]) -> Result<(), String> {
 }
 
 /// A YAML scalar as the string a process would see in its environment.
+/// A Kubernetes-shaped container's `env` (Cloud Run's service YAML is the
+/// same shape): each literal `name`/`value` pair, with the line of its name
+/// (`line` takes the path below the container).
+pub(crate) fn container_env(
+    container: &serde_norway::Value,
+    line: impl Fn(&[locate::Seg<'_>]) -> Option<usize>,
+) -> Vec<Var> {
+    use locate::Seg::{Index, Key};
+    container["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let name = yaml_scalar(&item["name"])?;
+            let value = yaml_scalar(&item["value"])?;
+            Some(Var::new(
+                &name,
+                &value,
+                line(&[Key("env"), Index(i), Key("name")]),
+            ))
+        })
+        .collect()
+}
+
 pub(crate) fn yaml_scalar(v: &serde_norway::Value) -> Option<String> {
     use serde_norway::Value;
     match v {

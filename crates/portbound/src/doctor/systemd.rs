@@ -9,6 +9,7 @@
 //! (`systemd-socket`); `Environment=` holds values the runtime accepts
 //! (`invalid-variable`).
 
+use super::dockerfile::words;
 use super::{Ctx, Finding, Stop, Var, parse_duration, runs_server, signal_name};
 use crate::config::DEFAULT_PORT;
 use crate::platform::SYSTEMD;
@@ -82,39 +83,6 @@ fn last<'a>(entries: &'a [Entry], section: &str, key: &str) -> Option<&'a Entry>
         .iter()
         .rev()
         .find(|e| e.section == section && e.key == key)
-}
-
-/// Words of a command line or `Environment=` value: whitespace-separated,
-/// double or single quotes grouping.
-fn words(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut in_word = false;
-    for c in text.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => word.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        out.push(word);
-    }
-    out
 }
 
 /// The TCP port of a `ListenStream=` (`5000`, `0.0.0.0:5000`,
