@@ -485,3 +485,57 @@ fn migrate_takes_the_direct_url_over_a_pooler_and_needs_a_database() {
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("DATABASE_URL"), "{out}");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn the_unix_socket_form_cloud_sql_uses_connects() {
+    let db = Cluster::start(false);
+    // Cloud SQL's form on Cloud Run: no host, the socket's directory in host=.
+    let url = format!(
+        "postgres://app@/postgres?host={}&port={}",
+        db.socket_dir().display(),
+        db.port
+    );
+    let p = spawn_binary(&[("DATABASE_URL", &url)]);
+    let res = get(p.addr(), "/__test/db?ms=1");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let backend = res.json()["backend"].as_i64().unwrap();
+    // A unix-socket backend has no client address.
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT client_addr IS NULL FROM pg_stat_activity WHERE pid = {backend}"
+        )),
+        "t"
+    );
+    eventually("readiness", || (ready(p.addr()) == 200).then_some(()));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn sql_is_logged_at_debug_only_and_the_pool_has_its_metrics() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let metrics_port = common::free_port().to_string();
+    let p = spawn_binary(&[("DATABASE_URL", &url), ("METRICS_PORT", &metrics_port)]);
+    assert_eq!(get(p.addr(), "/__test/db?ms=1").status, 200);
+    db.pause();
+    get(p.addr(), "/__test/db?ms=1").assert_problem(503);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port.parse().unwrap()));
+    let scrape = common::scrape(metrics);
+    for family in [
+        "database_pool_connections{state=\"idle\"}",
+        "database_pool_connections{state=\"in_use\"}",
+        "database_pool_max_connections 5",
+        "database_acquire_duration_seconds_count",
+        "database_errors_total{kind=\"unavailable\"} 1",
+    ] {
+        assert!(scrape.contains(family), "{family} missing:\n{scrape}");
+    }
+    // At info (the tests' level), no statement is logged...
+    assert_output_lacks(&p, &["pg_backend_pid"]);
+    // ... and at debug it is, so the check above can fail.
+    db.resume();
+    let p = spawn_binary(&[("DATABASE_URL", &url), ("RUST_LOG", "debug")]);
+    assert_eq!(get(p.addr(), "/__test/db?ms=1").status, 200);
+    p.wait_for_log("pg_backend_pid");
+}

@@ -208,6 +208,12 @@ impl Cluster {
         url
     }
 
+    /// The directory of its unix socket (`.s.PGSQL.PORT`), where local
+    /// connections need no password.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The CA that signed the server's certificate (a TLS cluster's).
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.crt")

@@ -73,8 +73,10 @@ pub const DEFAULT_PROBE_INTERVAL_SECS: u64 = 5;
 /// Connections the database pool may open (`DATABASE_POOL_SIZE`). The
 /// smallest plans share few connections among every process: Heroku
 /// Postgres Essential-0 allows 20 for all dynos and the release dyno
-/// together (<https://devcenter.heroku.com/articles/heroku-postgres-plans>).
-/// Five leaves room for three web dynos, the release phase and a console.
+/// together (<https://devcenter.heroku.com/articles/heroku-postgres-plans>;
+/// that page could not be read from this project's build machines, so the
+/// figure is the one heroku `pg:info` reports for the plan, as third-party
+/// write-ups quote it, and should be re-checked there). Five leaves room for three web dynos, the release phase and a console.
 /// One pool serves every worker (`database.rs` says why), so this is the
 /// process's total.
 pub const DEFAULT_DATABASE_POOL_SIZE: u32 = 5;

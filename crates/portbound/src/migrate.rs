@@ -10,8 +10,11 @@
 //!   sqlx's migrator takes a session-level advisory lock before it touches
 //!   `_sqlx_migrations` (sqlx-core 0.9 `migrate/migrator.rs`, `run_direct`),
 //!   so two `migrate` runs wait for each other instead of racing, and a
-//!   transaction-mode pooler (the URL Fly's Managed Postgres and Render's
-//!   pool hand the web process) cannot hold that lock.
+//!   transaction-mode pooler cannot hold that lock: the URL `fly mpg attach`
+//!   hands the web process is PgBouncer in transaction mode, with a direct
+//!   URL for migrations (superfly/docs `mpg/client-configuration.html.md`),
+//!   and Render's `connectionPoolString` is one too (render-oss/skills
+//!   `render-postgres`).
 //! - Each migration runs in a transaction (unless it opts out), so a failed
 //!   one leaves the schema as it was.
 //! - A migration changed after it was applied is refused (its checksum).
