@@ -34,6 +34,14 @@ export default defineRailway(() => {
     // time everywhere (Railway's default is 300).
     healthcheckTimeout: 60,
 
+    // The release phase: a separate container of the new image runs this
+    // before the deployment goes live; a non-zero exit stops it, and it is
+    // not retried. It gets the service's variables and private network, no
+    // volumes. The IaC types compile it to deploy.preDeployCommand
+    // (npm `railway` 3.11.0, `service()` options);
+    // railwayapp/docs `deployments/pre-deploy-command.md` (the behaviour).
+    preDeployCommand: "/usr/local/bin/portbound migrate",
+
     // Restart after a crash, not after a clean exit on SIGTERM; five crashes
     // in a row are a configuration problem that restarts will not fix. The
     // restart policy has no shorthand in the IaC types, so it goes through

@@ -539,3 +539,85 @@ fn sql_is_logged_at_debug_only_and_the_pool_has_its_metrics() {
     assert_eq!(get(p.addr(), "/__test/db?ms=1").status, 200);
     p.wait_for_log("pg_backend_pid");
 }
+
+/// The Procfile, run by a real Procfile runner (honcho, as Heroku's `heroku
+/// local`, foreman and Dokku read the same file): `release` migrates and
+/// exits 0, then `web` serves with the database ready and drains on the
+/// runner's SIGTERM.
+#[test]
+#[ignore = "needs PostgreSQL and honcho (pip install honcho): run by .ci/run"]
+fn the_procfile_migrates_in_release_then_serves_and_drains_under_honcho() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let dir = migrations(
+        "procfile",
+        &[(
+            "1_create_notes.sql",
+            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL);",
+        )],
+    );
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Procfile"),
+        dir.join("Procfile"),
+    )
+    .unwrap();
+    // The Procfile names the binary as a deployed slug has it: on PATH.
+    let bin = std::path::Path::new(common::binary()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let folder = dir.to_string_lossy().into_owned();
+    let env = [
+        ("PATH", path.as_str()),
+        ("DATABASE_URL", url.as_str()),
+        ("PORTBOUND_TEST_MIGRATIONS", folder.as_str()),
+        ("SHUTDOWN_TIMEOUT", "3"),
+        // honcho's own: no colour codes in what the test reads.
+        ("TERM", "dumb"),
+    ];
+    let honcho = std::path::PathBuf::from("honcho");
+    let (code, out, err) =
+        common::run_program(&honcho, &["start", "--no-colour", "release"], &env, &dir);
+    assert_eq!(code, 0, "release:\n{out}{err}");
+    assert!(out.contains("applied 1"), "{out}");
+    assert_eq!(count(&db, "SELECT count(*) FROM notes"), 0);
+
+    // `PORT=0` (the test environment's) is honcho's base port, so `web`, the
+    // first process it starts, binds a port the OS picks.
+    // On a failed assertion the runner must still stop `web`: SIGKILL would
+    // leave it running in the session honcho gave it.
+    struct Runner(Process);
+    impl Drop for Runner {
+        fn drop(&mut self) {
+            // Already gone when the test got that far: nothing to do.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.pid().to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = self.0.wait_exit(DEADLINE);
+        }
+    }
+    let mut runner = Runner(common::spawn_program(
+        &honcho,
+        &["start", "--no-colour", "web"],
+        &env,
+        &dir,
+    ));
+    let web = &mut runner.0;
+    let addr = web.addr();
+    eventually("readiness", || (ready(addr) == 200).then_some(()));
+    let res = get(addr, "/__test/db?ms=0");
+    assert_eq!(res.status, 200, "{}", res.text());
+    web.signal("SIGTERM");
+    let (status, _) = web.wait_exit(DEADLINE);
+    let text = output(web);
+    // honcho exits 143 for the SIGTERM it was sent; `exec` in the Procfile
+    // makes it wait for the binary's own exit, after the drain, and report
+    // that status (without it, honcho sees only `sh -c` die of the signal).
+    assert_eq!(status.code(), Some(143), "{text}");
+    assert!(text.contains("web.1 stopped (rc=0)"), "{text}");
+    assert!(text.contains("drain complete"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+}

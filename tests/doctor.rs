@@ -479,8 +479,9 @@ const CASES: &[Case] = &[
             "      PORT: \"5001\"\n      SHUTDOWN_TIMEOUT: \"40\"\n",
         )],
         create: &[],
-        // auth's stop_grace_period: the second in the file.
-        at: ("docker-compose.yml", "stop_grace_period: 30s#2"),
+        // auth's stop_grace_period: the third in the file (api's,
+        // postgres's, auth's).
+        at: ("docker-compose.yml", "stop_grace_period: 30s#3"),
     },
     Case {
         check: "compose-stop-signal",
@@ -508,9 +509,62 @@ const CASES: &[Case] = &[
     Case {
         check: "compose-pull-policy",
         severity: "warning",
-        edits: &[("docker-compose.yml", "    pull_policy: never\n", "")],
+        // auth's (migrate, the release step, is not a server).
+        edits: &[(
+            "docker-compose.yml",
+            "    pull_policy: never\n    environment:\n      PORT",
+            "    environment:\n      PORT",
+        )],
         create: &[],
-        at: ("docker-compose.yml", "image: portbound:local#2"),
+        at: ("docker-compose.yml", "image: portbound:local#3"),
+    },
+    Case {
+        check: "release-step",
+        severity: "error",
+        edits: &[(
+            "fly.toml",
+            "  release_command = \"/usr/local/bin/portbound migrate\"\n",
+            "",
+        )],
+        create: &[(
+            "migrations/20261205000000_notes.sql",
+            "CREATE TABLE notes (id bigserial PRIMARY KEY);\n",
+        )],
+        at: ("fly.toml", ""),
+    },
+    Case {
+        check: "release-step",
+        severity: "error",
+        // api sets DATABASE_URL, so it must wait for the migrations.
+        edits: &[(
+            "docker-compose.yml",
+            "      migrate:\n        condition: service_completed_successfully\n",
+            "",
+        )],
+        create: &[],
+        at: ("docker-compose.yml", "  api:"),
+    },
+    Case {
+        check: "release-command",
+        severity: "error",
+        edits: &[(
+            "heroku.yml",
+            "    - /usr/local/bin/portbound migrate",
+            "    - /usr/local/bin/portbound serve",
+        )],
+        create: &[],
+        at: ("heroku.yml", "  command:"),
+    },
+    Case {
+        check: "release-direct-url",
+        severity: "error",
+        edits: &[(
+            "fly.toml",
+            "  PORT = \"8080\"\n",
+            "  PORT = \"8080\"\n  DATABASE_URL = \"postgres://app:secret@db.internal:6432/app\"\n",
+        )],
+        create: &[],
+        at: ("fly.toml", "  DATABASE_URL = "),
     },
     Case {
         check: "systemd-exec-start",

@@ -79,16 +79,29 @@ fn scalar(v: &Yaml) -> String {
 }
 
 /// `[{name|key: N, value: V}, ...]`, the env list of Kubernetes, Cloud Run
-/// and Render.
+/// and Render. A variable taken from a Secret (`valueFrom`) has no value
+/// here: the process starts without it unless the Secret exists, so it is
+/// left out of what the tests run with, and kept by name only.
 fn env_list(list: &Yaml, name_key: &str) -> Vec<(String, String)> {
     list.as_sequence()
         .map(|items| {
             items
                 .iter()
+                .filter(|item| item.get("valueFrom").is_none())
                 .map(|item| (scalar(&item[name_key]), scalar(&item["value"])))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The names of the variables an env list takes from a Secret.
+fn env_list_secrets(list: &Yaml, name_key: &str) -> Vec<String> {
+    list.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter(|item| item.get("valueFrom").is_some())
+        .map(|item| scalar(&item[name_key]))
+        .collect()
 }
 
 /// A duration as platforms write it: `30s`, `1m30s`, `500ms`, or a bare
@@ -325,10 +338,31 @@ fn heroku_app_json_describes_the_container_app_and_its_variables() {
         "environments.test would run on a buildpack build, and there is none: {}",
         app["environments"]
     );
-    assert!(
-        !repo("Procfile").exists(),
-        "the container stack ignores a Procfile; heroku.yml and the image's CMD decide"
-    );
+    // The container stack ignores the Procfile (heroku.yml and the image
+    // decide); `heroku local`, Dokku and the Procfile runners read it, so it
+    // must say what the image and heroku.yml say.
+    let procfile = read("Procfile");
+    let process = |name: &str| -> Vec<String> {
+        procfile
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("Procfile: no {name}:"))
+            .split_whitespace()
+            .filter(|w| *w != "exec")
+            .map(str::to_owned)
+            .collect()
+    };
+    let image = docker_image();
+    let mut cmd = exec_form("ENTRYPOINT", image.last("ENTRYPOINT").unwrap());
+    cmd.extend(exec_form("CMD", image.last("CMD").unwrap()));
+    cmd[0] = "portbound".into();
+    assert_eq!(process("web"), cmd, "Procfile web: vs the image");
+    let release = scalar(&yaml("heroku.yml")["release"]["command"][0]);
+    let release: Vec<String> = release
+        .split_whitespace()
+        .map(|w| w.trim_start_matches("/usr/local/bin/").to_owned())
+        .collect();
+    assert_eq!(process("release"), release, "Procfile release: vs heroku.yml");
     assert!(
         app["formation"]["web"]["quantity"]
             .as_u64()
@@ -873,6 +907,12 @@ fn railway_ts_type_checks_and_evaluates_to_what_the_tests_read() {
     };
     assert_eq!(as_railway_sees_it, railway_service());
     assert_eq!(service["deploy"]["restartPolicyType"], "ON_FAILURE");
+    // The release step, as Railway receives it: a list of commands.
+    assert_eq!(
+        service["deploy"]["preDeployCommand"],
+        serde_json::json!(["/usr/local/bin/portbound migrate"]),
+        "{service}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1257,6 +1297,8 @@ fn compose_portbound_services() -> Vec<ComposeService> {
                     .as_str()
                     .is_some_and(|i| i.starts_with("portbound"))
         })
+        // The release step runs `migrate` and exits: it serves nothing.
+        .filter(|(_, s)| s["command"][0].as_str() != Some("migrate"))
         .map(|(name, spec)| ComposeService {
             name: scalar(name),
             spec: spec.clone(),
@@ -1538,10 +1580,9 @@ fn manifest_variables() -> Vec<(String, String)> {
     }
     if kept("deploy/kubernetes/deployment.yaml") {
         let deployment = k8s_deployment();
-        add(
-            "kubernetes/deployment.yaml",
-            names(env_list(&k8s_container(&deployment)["env"], "name")),
-        );
+        let env = &k8s_container(&deployment)["env"];
+        add("kubernetes/deployment.yaml", names(env_list(env, "name")));
+        add("kubernetes/deployment.yaml", env_list_secrets(env, "name"));
     }
     for service in compose_portbound_services() {
         add(
@@ -1569,7 +1610,9 @@ fn every_probe_path_in_a_manifest_is_in_the_openapi_spec() {
 fn every_variable_a_manifest_sets_is_one_the_app_reads() {
     let unknown: BTreeSet<String> = manifest_variables()
         .into_iter()
-        .filter(|(_, name)| !VARIABLES.contains(&name.as_str()) && !name.ends_with("_SERVICE_URL"))
+        .filter(|(_, name)| {
+            !VARIABLES.contains(&name.as_str()) && !portbound::backing::is_backing_variable(name)
+        })
         .map(|(from, name)| format!("{name} ({from})"))
         .collect();
     assert!(
@@ -1684,10 +1727,15 @@ fn every_manifest_passes_its_platforms_own_schema() {
     // Kubernetes' own OpenAPI schemas for 1.37, strict: an unknown field
     // fails. Kustomization is not a Kubernetes API kind, so it is checked
     // against SchemaStore's schema below instead.
-    let k8s: Vec<String> = ["deployment.yaml", "service.yaml", "hpa.yaml"]
-        .iter()
-        .map(|f| format!("deploy/kubernetes/{f}"))
-        .collect();
+    let k8s: Vec<String> = [
+        "deployment.yaml",
+        "service.yaml",
+        "hpa.yaml",
+        "migrate-job.yaml",
+    ]
+    .iter()
+    .map(|f| format!("deploy/kubernetes/{f}"))
+    .collect();
     if kept("deploy/kubernetes/deployment.yaml") {
         let mut args = vec!["--strict", "-k", "1.37.0"];
         args.extend(k8s.iter().map(String::as_str));
@@ -1722,4 +1770,128 @@ fn every_manifest_passes_its_platforms_own_schema() {
         let (_dir, schema) = heroku_app_json_schema();
         validate("check-jsonschema", &["--schemafile", &schema, "app.json"]);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The release step
+// ---------------------------------------------------------------------------
+
+/// How a manifest hands over its release command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReleaseForm {
+    /// A whole command line (heroku.yml, fly.toml, render.yaml, Railway):
+    /// a platform may run it in place of the image's ENTRYPOINT, or pass it
+    /// to the ENTRYPOINT as arguments.
+    Line,
+    /// Arguments to the image's ENTRYPOINT (Kubernetes and Cloud Run
+    /// `args`, Compose `command`).
+    Args,
+}
+
+/// (manifest, form, words) for every release step the repository ships.
+fn release_steps() -> Vec<(&'static str, ReleaseForm, Vec<String>)> {
+    let words = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_owned).collect() };
+    let list = |v: &Yaml| -> Vec<String> {
+        v.as_sequence()
+            .unwrap_or_else(|| panic!("not a list: {v:?}"))
+            .iter()
+            .map(scalar)
+            .collect()
+    };
+    let mut steps = Vec::new();
+    let heroku = yaml("heroku.yml");
+    assert_eq!(heroku["release"]["image"].as_str(), Some("web"));
+    steps.push((
+        "heroku.yml",
+        ReleaseForm::Line,
+        words(&scalar(&heroku["release"]["command"][0])),
+    ));
+    let fly = toml("fly.toml");
+    steps.push((
+        "fly.toml",
+        ReleaseForm::Line,
+        words(fly["deploy"]["release_command"].as_str().unwrap()),
+    ));
+    steps.push((
+        "render.yaml",
+        ReleaseForm::Line,
+        words(&scalar(&render_web_service()["preDeployCommand"])),
+    ));
+    let railway = read(".railway/railway.ts");
+    let at = railway
+        .find("preDeployCommand:")
+        .expect(".railway/railway.ts: preDeployCommand");
+    let rest = &railway[at + "preDeployCommand:".len()..];
+    let literal = rest.split('"').nth(1).expect("a string literal");
+    steps.push((".railway/railway.ts", ReleaseForm::Line, words(literal)));
+    for (file, path) in [
+        (
+            "deploy/kubernetes/migrate-job.yaml",
+            &["spec", "template", "spec"][..],
+        ),
+        (
+            "deploy/cloudrun/migrate-job.yaml",
+            &["spec", "template", "spec", "template", "spec"][..],
+        ),
+    ] {
+        let job = yaml(file);
+        assert_eq!(job["kind"].as_str(), Some("Job"), "{file}");
+        let mut spec = &job;
+        for key in path {
+            spec = &spec[*key];
+        }
+        let container = &spec["containers"][0];
+        assert!(
+            container.get("command").is_none(),
+            "{file} keeps the ENTRYPOINT"
+        );
+        steps.push((file, ReleaseForm::Args, list(&container["args"])));
+    }
+    let compose = yaml("docker-compose.yml");
+    let migrate = &compose["services"]["migrate"];
+    steps.push((
+        "docker-compose.yml",
+        ReleaseForm::Args,
+        list(&migrate["command"]),
+    ));
+    steps
+}
+
+/// Every platform's release step runs the service's `migrate`, and the
+/// binary accepts it whether the platform keeps the image's ENTRYPOINT
+/// (`/usr/local/bin/portbound` + the line as arguments, as Fly does) or
+/// replaces it with the line: the binary's own path as a first argument is
+/// skipped. A build without migrations says so and exits 0, so the step
+/// never fails a deploy that has nothing to migrate.
+#[test]
+fn every_release_step_runs_migrate_with_the_entrypoint_kept_or_replaced() {
+    let entrypoint = exec_form("ENTRYPOINT", docker_image().last("ENTRYPOINT").unwrap());
+    assert_eq!(entrypoint, ["/usr/local/bin/portbound"]);
+    let steps = release_steps();
+    assert_eq!(steps.len(), 7, "{steps:?}");
+    let dir = scratch_dir("release-steps");
+    for (file, form, words) in steps {
+        let runs: Vec<Vec<String>> = match form {
+            ReleaseForm::Args => vec![words.clone()],
+            ReleaseForm::Line => {
+                assert_eq!(words[0], entrypoint[0], "{file}: {words:?}");
+                // Replaced: the line is the command. Kept: the whole line
+                // follows the ENTRYPOINT.
+                vec![words[1..].to_vec(), words.clone()]
+            }
+        };
+        for args in runs {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = run_binary(&args, &[], &dir);
+            assert_eq!(code, 0, "{file}: portbound {args:?}: {out}{err}");
+            assert!(
+                out.contains("portbound migrate: the service has no migrations"),
+                "{file}: portbound {args:?}: {out}{err}"
+            );
+        }
+    }
+    // And anything else is still refused: the skip is for the binary's own
+    // path only.
+    let (code, _, err) = run_binary(&["/usr/local/bin/other", "migrate"], &[], &dir);
+    assert_eq!(code, 2, "{err}");
 }

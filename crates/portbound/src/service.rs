@@ -337,7 +337,8 @@ impl Service {
     }
 
     /// Runs the command line: `serve` (the default), `healthcheck`,
-    /// `openapi` or (with the `doctor` feature) `doctor`. Returns the
+    /// `openapi`, `migrate` (the release phase's command) or (with the
+    /// `doctor` feature) `doctor`. Returns the
     /// process's exit code: 0 after an orderly stop, 78 for a bad variable
     /// (with a message naming it), 128 + the signal after a forced stop;
     /// `doctor` exits 1 when it finds an error.
@@ -347,11 +348,22 @@ impl Service {
             .name(self.name)
             .bin_name(self.name)
             .version(self.version)
-            .get_matches();
+            .get_matches_from(arguments());
         let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         match cli.command.unwrap_or(Command::Serve) {
             Command::Openapi => {
                 print!("{}", self.openapi_json());
+                ExitCode::SUCCESS
+            }
+            #[cfg(not(feature = "postgres"))]
+            Command::Migrate => {
+                // Every manifest's release step runs `migrate`; a build
+                // without a database has nothing for it to do.
+                println!(
+                    "{} migrate: the service has no migrations (built without the `postgres` \
+                     feature); nothing to do",
+                    self.name
+                );
                 ExitCode::SUCCESS
             }
             #[cfg(feature = "postgres")]
@@ -460,6 +472,30 @@ fn test_migrations(dir: &std::path::Path) -> Result<sqlx::migrate::Migrator, Exi
         })
 }
 
+/// The command line, without the binary's own path when a platform passes
+/// it again as the first argument.
+///
+/// Release steps are written as one string, `/usr/local/bin/SERVICE
+/// migrate`, and the platforms differ on what they do with the image's
+/// `ENTRYPOINT` (`/usr/local/bin/SERVICE`): Fly keeps it and passes the
+/// string as its arguments (superfly/docs `reference/configuration`,
+/// `release_command`), so the binary sees its own path twice. Dropping a
+/// first argument that names this executable lets one spelling work whether
+/// the entrypoint is kept or replaced.
+fn arguments() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let own = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_owned()));
+    if let (Some(own), Some(first)) = (own, args.get(1))
+        && std::path::Path::new(first).file_name() == Some(own.as_os_str())
+        && std::path::Path::new(first).is_absolute()
+    {
+        args.remove(1);
+    }
+    args
+}
+
 /// sysexits.h: "configuration error".
 const EX_CONFIG: u8 = 78;
 
@@ -488,7 +524,6 @@ enum Command {
     Openapi,
     /// Apply the service's database migrations (DATABASE_DIRECT_URL, else
     /// DATABASE_URL) and exit: the release phase's command.
-    #[cfg(feature = "postgres")]
     Migrate,
     /// Check the deploy manifests in DIR against the platforms' contracts
     /// and this service (port, drain, signals, probe paths, binary); exit 1

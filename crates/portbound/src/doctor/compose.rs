@@ -24,7 +24,7 @@ use super::{
 };
 use crate::platform::Platform;
 
-const FILES: [&str; 4] = [
+pub(crate) const FILES: [&str; 4] = [
     "compose.yaml",
     "compose.yml",
     "docker-compose.yml",
@@ -49,7 +49,7 @@ fn port_entry(entry: &Yaml) -> Option<(Option<String>, String)> {
 
 /// `environment:` as a map or a list of `NAME=value` (a bare `NAME` takes
 /// the shell's value, unknown here, and is skipped).
-fn environment(text: &str, service: &str, spec: &Yaml) -> Vec<Var> {
+pub(crate) fn environment(text: &str, service: &str, spec: &Yaml) -> Vec<Var> {
     let line = |key: Option<&str>, i: Option<usize>| {
         let mut path = vec![Key("services"), Key(service), Key("environment")];
         path.extend(key.map(Key));
@@ -105,6 +105,35 @@ fn repository(image: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
+/// The images the file's services build.
+fn built_images(doc: &Yaml) -> Vec<String> {
+    doc["services"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s.get("build").is_some())
+        .filter_map(|(_, s)| s["image"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Whether service `s` runs the service's image: it builds it, runs the
+/// image another service builds, or an image named after the binary.
+pub(crate) fn runs_ours(doc: &Yaml, binary: &str, s: &Yaml) -> bool {
+    s.get("build").is_some()
+        || s["image"]
+            .as_str()
+            .is_some_and(|i| built_images(doc).iter().any(|b| b == i) || repository(i) == binary)
+}
+
+/// Whether service `s` is the one-shot release step (`command:
+/// ["migrate"]`), which exits instead of serving: no port, no drain.
+pub(crate) fn is_release_step(s: &Yaml) -> bool {
+    match &s["command"] {
+        Yaml::Sequence(items) => items.first().and_then(yaml_scalar).as_deref() == Some("migrate"),
+        other => yaml_scalar(other).is_some_and(|c| c.split_whitespace().next() == Some("migrate")),
+    }
+}
+
 /// Checks the Compose file.
 pub(crate) fn check(ctx: &mut Ctx<'_>) {
     let docker = Platform::Local.contract();
@@ -129,18 +158,10 @@ pub(crate) fn check(ctx: &mut Ctx<'_>) {
         |service: &str, key: &str| yaml_line(&text, 0, &[Key("services"), Key(service), Key(key)]);
 
     // Who builds what.
-    let built: Vec<String> = services
-        .iter()
-        .filter(|(_, s)| s.get("build").is_some())
-        .filter_map(|(_, s)| s["image"].as_str().map(str::to_owned))
-        .collect();
+    let built = built_images(&doc);
     let binary = ctx.binary;
-    let runs_ours = |s: &Yaml| {
-        s.get("build").is_some()
-            || s["image"]
-                .as_str()
-                .is_some_and(|i| built.iter().any(|b| b == i) || repository(i) == binary)
-    };
+    // The release step (release.rs checks it) serves nothing.
+    let runs_ours = |s: &Yaml| runs_ours(&doc, binary, s) && !is_release_step(s);
 
     // compose-build: one build per image (or per context and target).
     let mut builders: BTreeMap<String, Vec<&str>> = BTreeMap::new();

@@ -119,7 +119,13 @@ fn procfile(ctx: &mut Ctx<'_>, text: &str) {
         let Some(command) = line.trim().strip_prefix("web:") else {
             continue;
         };
-        let argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        // The runners start each line with `sh -c`; `exec` makes the
+        // binary the process they signal and wait for.
+        let argv: Vec<String> = command
+            .split_whitespace()
+            .skip_while(|w| *w == "exec")
+            .map(str::to_owned)
+            .collect();
         if let Err(problem) = runs_server(ctx.binary, &argv) {
             let binary = ctx.binary;
             ctx.push(

@@ -15,7 +15,8 @@
 //!
 //! One file a manifest family: [`image`] (Dockerfile, rust-toolchain.toml),
 //! [`heroku`], [`fly`], [`cloudrun`], [`railway`], [`render`],
-//! [`kubernetes`], [`compose`], [`systemd`], and [`cargo`] (the carried
+//! [`kubernetes`], [`compose`], [`systemd`], [`release`] (every
+//! platform's release step) and [`cargo`] (the carried
 //! actix-http). [`dockerfile`] is the Dockerfile reader and [`locate`]
 //! finds the line of a key.
 //!
@@ -59,6 +60,9 @@
 //! | `systemd-kill-signal` | error | `KillSignal` the runtime does not drain on |
 //! | `systemd-timeout` | error | `TimeoutStopSec` (90 s by default) shorter than the drain |
 //! | `systemd-socket` | error / warning | socket unit missing, `Accept=yes` or no address / a port other than the service's |
+//! | `release-step` | error | the service has migrations and a platform's manifest runs no release step, or a Compose service does not wait for it |
+//! | `release-command` | error | a release step does not run `SERVICE migrate` |
+//! | `release-direct-url` | error | `DATABASE_URL` is a pooler's and no `DATABASE_DIRECT_URL` is set |
 //! | `actix-http-patch` | warning | the service builds the runtime without the carried actix-http |
 
 pub mod cargo;
@@ -71,6 +75,7 @@ pub mod image;
 pub mod kubernetes;
 pub mod locate;
 pub mod railway;
+pub mod release;
 pub mod render;
 pub mod systemd;
 
@@ -273,6 +278,7 @@ pub fn check(dir: &Path, binary: &str, openapi: &utoipa::openapi::OpenApi) -> Re
     kubernetes::check(&mut ctx);
     compose::check(&mut ctx);
     systemd::check(&mut ctx);
+    release::check(&mut ctx);
     cargo::check(&mut ctx);
     let mut findings = ctx.findings;
     findings.sort_by(|a, b| (&a.file, a.line, a.check).cmp(&(&b.file, b.line, b.check)));

@@ -19,7 +19,7 @@ const FILE: &str = ".railway/railway.ts";
 
 /// The source with `//` and `/* */` comments replaced by spaces (newlines
 /// kept, so offsets still give lines), string literals left alone.
-fn strip_comments(source: &str) -> String {
+pub(crate) fn strip_comments(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut chars = source.chars().peekable();
     let mut quote: Option<char> = None;
@@ -67,7 +67,7 @@ fn strip_comments(source: &str) -> String {
 }
 
 /// The literal after the first `key:` (a whole word) and its offset.
-fn literal(code: &str, key: &str) -> Option<(String, usize)> {
+pub(crate) fn literal(code: &str, key: &str) -> Option<(String, usize)> {
     let pattern = format!("{key}:");
     let at = code
         .match_indices(&pattern)
