@@ -621,3 +621,72 @@ fn the_procfile_migrates_in_release_then_serves_and_drains_under_honcho() {
     assert!(text.contains("drain complete"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
 }
+
+/// The notes example on PostgreSQL (built with `--features postgres`, as
+/// `.ci/run` builds it): `notes migrate` is the release step, the web
+/// process never migrates, and two instances on one database are one
+/// service: each sees the other's writes, and `If-Match` keeps either from
+/// overwriting the other's change.
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, psql: apt-get install postgresql): run by .ci/run"]
+fn notes_on_postgres_migrate_once_and_two_instances_agree() {
+    let db = Cluster::start(false);
+    let url = db.url("");
+    let notes = common::example("notes");
+    let dir = common::scratch_dir("notes-postgres");
+    let env = [("DATABASE_URL", url.as_str())];
+
+    // Before `migrate` there is no table: the web process does not make it.
+    let early = common::spawn_program(&notes, &[], &env, &dir);
+    let res = post_json_to(&early, r#"{"title":"too soon"}"#);
+    assert_eq!(res.status, 500, "{}", res.text());
+    drop(early);
+
+    let (code, out, err) = common::run_program(&notes, &["migrate"], &env, &dir);
+    assert_eq!(
+        code, 0,
+        "notes migrate (built with --features postgres?):\n{out}{err}"
+    );
+    assert!(out.contains("applied 1"), "{out}");
+    let (code, out, _) = common::run_program(&notes, &["migrate"], &env, &dir);
+    assert_eq!(code, 0);
+    assert!(out.contains("the schema is current"), "{out}");
+
+    let a = common::spawn_program(&notes, &[], &env, &dir);
+    let b = common::spawn_program(&notes, &[], &env, &dir);
+    let created = post_json_to(&a, r#"{"title":"shared","body":"from a"}"#);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let path = format!("/api/v1/notes/{}", created.json()["id"]);
+    let seen = get(b.addr(), &path);
+    assert_eq!(seen.json()["body"], "from a");
+    let etag = seen.header("etag").unwrap().to_owned();
+
+    // b changes it; a, still holding version 1, is refused.
+    let put = |p: &Process, etag: &str, body: &str| {
+        request(
+            p.addr(),
+            "PUT",
+            &path,
+            &[("Content-Type", "application/json"), ("If-Match", etag)],
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(
+        put(&b, &etag, r#"{"title":"shared","body":"from b"}"#).status,
+        200
+    );
+    put(&a, &etag, r#"{"title":"shared","body":"a again"}"#).assert_problem(412);
+    assert_eq!(get(a.addr(), &path).json()["body"], "from b");
+    // A duplicate title is the database's unique violation, as 422.
+    let dup = post_json_to(&b, r#"{"title":"shared"}"#).assert_problem(422);
+    assert_eq!(dup["errors"][0]["pointer"], "/title");
+    assert_eq!(count(&db, "SELECT count(*) FROM notes"), 1);
+    for p in [&a, &b] {
+        assert_output_lacks(p, &[PASSWORD]);
+    }
+}
+
+/// POST /api/v1/notes on `p`.
+fn post_json_to(p: &Process, body: &str) -> Response {
+    common::post_json(p.addr(), "/api/v1/notes", body)
+}

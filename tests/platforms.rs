@@ -362,7 +362,11 @@ fn heroku_app_json_describes_the_container_app_and_its_variables() {
         .split_whitespace()
         .map(|w| w.trim_start_matches("/usr/local/bin/").to_owned())
         .collect();
-    assert_eq!(process("release"), release, "Procfile release: vs heroku.yml");
+    assert_eq!(
+        process("release"),
+        release,
+        "Procfile release: vs heroku.yml"
+    );
     assert!(
         app["formation"]["web"]["quantity"]
             .as_u64()
