@@ -636,11 +636,29 @@ fn notes_on_postgres_migrate_once_and_two_instances_agree() {
     let dir = common::scratch_dir("notes-postgres");
     let env = [("DATABASE_URL", url.as_str())];
 
-    // Before `migrate` there is no table: the web process does not make it.
-    let early = common::spawn_program(&notes, &[], &env, &dir);
+    // Before `migrate` there is no table: the web process does not make it,
+    // and its readiness query (the table's) keeps it out of rotation.
+    let early = common::spawn_program(
+        &notes,
+        &[],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("SERVICE_PROBE_INTERVAL", "1"),
+        ],
+        &dir,
+    );
+    early.wait_for_log("backing service database");
     let res = post_json_to(&early, r#"{"title":"too soon"}"#);
     assert_eq!(res.status, 500, "{}", res.text());
-    drop(early);
+    let not_ready = eventually("readiness 503", || {
+        let res = get(early.addr(), "/readyz");
+        (res.status == 503).then_some(res)
+    });
+    assert!(
+        not_ready.text().contains("\"up\":false"),
+        "{}",
+        not_ready.text()
+    );
 
     let (code, out, err) = common::run_program(&notes, &["migrate"], &env, &dir);
     assert_eq!(
@@ -651,6 +669,11 @@ fn notes_on_postgres_migrate_once_and_two_instances_agree() {
     let (code, out, _) = common::run_program(&notes, &["migrate"], &env, &dir);
     assert_eq!(code, 0);
     assert!(out.contains("the schema is current"), "{out}");
+    // Migrated: the instance that was waiting turns ready by itself.
+    eventually("readiness 200", || {
+        (ready(early.addr()) == 200).then_some(())
+    });
+    drop(early);
 
     let a = common::spawn_program(&notes, &[], &env, &dir);
     let b = common::spawn_program(&notes, &[], &env, &dir);

@@ -556,8 +556,11 @@ fn main() -> ExitCode {
                 route.register(cfg);
             }
         });
+    // Ready only once the release step has made the table.
     #[cfg(feature = "postgres")]
-    let service = service.migrations(sqlx::migrate!("examples/notes_migrations/postgres"));
+    let service = service
+        .migrations(sqlx::migrate!("examples/notes_migrations/postgres"))
+        .readiness_query("SELECT 1 FROM notes LIMIT 1");
 
     // The runtime reads (and reports) the configuration again in `run`; here
     // it only decides where the notes live. A bad variable is left for

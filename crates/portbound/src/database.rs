@@ -303,14 +303,16 @@ impl Database {
         self.0.shared.as_ref()
     }
 
-    /// `SELECT 1` through the pool, within `timeout`: the readiness probe.
-    pub fn ping_blocking(&self, timeout: Duration) -> Result<Duration, String> {
+    /// `sql` (`SELECT 1`, or the service's
+    /// [`crate::Service::readiness_query`]) through the pool, within
+    /// `timeout`: the readiness probe.
+    pub fn ping_blocking(&self, timeout: Duration, sql: &'static str) -> Result<Duration, String> {
         let pool = self.0.pool.clone();
         let started = Instant::now();
         self.0.handle.block_on(async move {
             let query = async {
                 let mut conn = pool.acquire().await?;
-                sqlx::query("SELECT 1").execute(&mut *conn).await
+                sqlx::query(sql).execute(&mut *conn).await
             };
             match tokio::time::timeout(timeout, query).await {
                 Ok(Ok(_)) => Ok(started.elapsed()),

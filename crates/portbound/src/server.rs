@@ -271,9 +271,11 @@ pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Res
     #[cfg(feature = "postgres")]
     if let Some(db) = database {
         // Readiness by a query through the pool, not a TCP connect.
-        state
-            .probes
-            .replace_probe("DATABASE_URL", Arc::new(move |t| db.ping_blocking(t)));
+        let query = service.readiness_query;
+        state.probes.replace_probe(
+            "DATABASE_URL",
+            Arc::new(move |t| db.ping_blocking(t, query)),
+        );
     }
     state.probes.spawn(config.service_probe_interval);
     let Service {

@@ -129,6 +129,8 @@ pub struct Service {
     pub(crate) hooks: Vec<DrainHook>,
     #[cfg(feature = "postgres")]
     migrations: Option<sqlx::migrate::Migrator>,
+    #[cfg(feature = "postgres")]
+    pub(crate) readiness_query: &'static str,
 }
 
 impl Service {
@@ -146,7 +148,27 @@ impl Service {
             hooks: Vec::new(),
             #[cfg(feature = "postgres")]
             migrations: None,
+            #[cfg(feature = "postgres")]
+            readiness_query: "SELECT 1",
         }
+    }
+
+    /// The statement `/readyz` runs through the pool to call the database
+    /// ready (the `postgres` feature); `SELECT 1` by default. One that reads
+    /// the service's own table also turns readiness 503 while the
+    /// migrations have not run, or a permission is missing:
+    ///
+    /// ```ignore
+    /// portbound::Service::new("notes", "0.1.0").readiness_query("SELECT 1 FROM notes LIMIT 1")
+    /// ```
+    ///
+    /// It runs in the background on the probe interval, bounded like every
+    /// probe, never on a request's path. Keep it cheap: it runs on every
+    /// instance every few seconds.
+    #[cfg(feature = "postgres")]
+    pub fn readiness_query(mut self, sql: &'static str) -> Service {
+        self.readiness_query = sql;
+        self
     }
 
     /// The service's migrations, which `SERVICE migrate` applies (the
