@@ -17,6 +17,11 @@
 //! - **Lost updates**: every note has a `version`, sent as its `ETag`. `PUT`
 //!   must carry `If-Match` (428 without it), and a stale one gets 412, so
 //!   two writers never overwrite each other silently.
+//! - **Who may write**: started with `AUTH_SERVICE_URL` (the `upstreams`
+//!   feature), notes asks the `auth` example to verify the caller's bearer
+//!   token before any write, through the runtime's upstream client (the
+//!   request id and trace context go along; a down `auth` is a fast 503).
+//!   Without the variable anyone may write, as before.
 //! - **A readiness check**, **a background task** and **a drain hook** for
 //!   the embedded file: `store` (the file is still there and answers),
 //!   `checkpointer` (folds SQLite's write-ahead log into the file every
@@ -246,6 +251,49 @@ fn if_match(req: &HttpRequest) -> Result<Option<Option<i64>>, ApiError> {
         .map_err(|_| ApiError::bad_request("If-Match must be a note's ETag (\"<version>\") or *"))
 }
 
+/// With an `auth` upstream: the caller's bearer token must be one `auth`
+/// verifies. Without one: anyone may write.
+#[cfg(feature = "upstreams")]
+async fn authorize(req: &HttpRequest) -> Result<(), ApiError> {
+    use portbound::upstream::Upstreams;
+    let upstreams = Upstreams::for_request(req);
+    if !upstreams.has("auth") {
+        return Ok(());
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "send Authorization: Bearer <token> to change notes",
+            )
+        })?;
+    let reply = upstreams
+        .get("auth")?
+        .post("/api/v1/verify")
+        .json(&serde_json::json!({ "token": token }))
+        // Checking a token changes nothing: safe to ask twice.
+        .safe_to_retry()
+        .send()
+        .await?;
+    match reply.status.as_u16() {
+        200 => Ok(()),
+        401 | 403 => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the token was refused",
+        )),
+        _ => Err(reply.problem()),
+    }
+}
+
+#[cfg(not(feature = "upstreams"))]
+async fn authorize(_: &HttpRequest) -> Result<(), ApiError> {
+    Ok(())
+}
+
 /// A page of notes.
 #[utoipa::path(
     get,
@@ -283,13 +331,20 @@ async fn list(notes: Notes, query: web::Query<PageQuery>) -> Result<HttpResponse
     request_body(content = NoteInput, content_type = "application/json"),
     responses(
         (status = 201, description = "The note, with its id", body = Note),
+        (status = 401, description = "With AUTH_SERVICE_URL: no bearer token, or one auth refused",
+            body = ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "The body is not JSON", body = ProblemDetails,
             content_type = "application/problem+json"),
         (status = 422, description = "The note breaks a rule, or its title is taken",
             body = ProblemDetails, content_type = "application/problem+json")
     )
 )]
-async fn create(notes: Notes, input: web::Json<NoteInput>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    req: HttpRequest,
+    notes: Notes,
+    input: web::Json<NoteInput>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req).await?;
     let input = input.into_inner();
     input.validate()?;
     let note: Note = on_notes!(notes, |conn| sqlx::query_as(INSERT)
@@ -335,6 +390,8 @@ async fn get_one(notes: Notes, id: web::Path<i64>) -> Result<HttpResponse, ApiEr
     request_body(content = NoteInput, content_type = "application/json"),
     responses(
         (status = 200, description = "The note, its version raised", body = Note),
+        (status = 401, description = "With AUTH_SERVICE_URL: no bearer token, or one auth refused",
+            body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such note", body = ProblemDetails,
             content_type = "application/problem+json"),
         (status = 412, description = "The note changed since it was read", body = ProblemDetails,
@@ -351,6 +408,7 @@ async fn update(
     id: web::Path<i64>,
     input: web::Json<NoteInput>,
 ) -> Result<HttpResponse, ApiError> {
+    authorize(&req).await?;
     let id = id.into_inner();
     let Some(wanted) = if_match(&req)? else {
         return Err(ApiError::new(
@@ -414,6 +472,8 @@ fn notes_again(req: &HttpRequest) -> Result<Notes, ApiError> {
     params(("id" = i64, Path, description = "The note's id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 401, description = "With AUTH_SERVICE_URL: no bearer token, or one auth refused",
+            body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such note", body = ProblemDetails,
             content_type = "application/problem+json"),
         (status = 412, description = "The note changed since it was read", body = ProblemDetails,
@@ -425,6 +485,7 @@ async fn delete(
     notes: Notes,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
+    authorize(&req).await?;
     let id = id.into_inner();
     let wanted = if_match(&req)?.flatten();
     let deleted: Option<i64> = on_notes!(notes, |conn| async move {
@@ -568,6 +629,13 @@ fn main() -> ExitCode {
     let Ok(config) = Config::from_env() else {
         return service.run();
     };
+    if !cfg!(feature = "upstreams") && config.services.iter().any(|s| s.name == "auth") {
+        eprintln!(
+            "notes: AUTH_SERVICE_URL is set, but this build cannot call it, so writes would \
+             go unchecked: build with --features upstreams"
+        );
+        return ExitCode::from(78);
+    }
     let command = std::env::args().nth(1);
     let serving = matches!(command.as_deref(), None | Some("serve"));
     let database_url = config.services.iter().any(|s| s.variable == "DATABASE_URL");

@@ -32,6 +32,128 @@ pub fn is_backing_variable(variable: &str) -> bool {
     variable.ends_with(SUFFIX) || ADD_ON_VARIABLES.contains(&variable)
 }
 
+/// The settings of one `NAME_SERVICE_URL` upstream, each its own variable
+/// (`AUTH_SERVICE_TIMEOUT` for `AUTH_SERVICE_URL`).
+pub const SETTINGS: [&str; 5] = [
+    "_SERVICE_TIMEOUT",
+    "_SERVICE_RETRIES",
+    "_SERVICE_RETRY_BUDGET",
+    "_SERVICE_BREAKER",
+    "_SERVICE_HEALTH_PATH",
+];
+
+/// Whether `variable` is a setting of an upstream (`AUTH_SERVICE_TIMEOUT`).
+pub fn is_service_setting(variable: &str) -> bool {
+    SETTINGS
+        .iter()
+        .any(|s| variable.strip_suffix(s).is_some_and(|p| !p.is_empty()))
+}
+
+/// How calls to one upstream are bounded ([`crate::upstream`], the
+/// `upstreams` feature). The defaults start from .NET's standard resilience
+/// handler (dotnet/extensions `HttpStandardResilienceOptions`: 10 s an
+/// attempt, retries of transient failures with exponential backoff and
+/// jitter honouring `Retry-After`, a circuit breaker open for 5 s) and
+/// differ where the reason is written beside the field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpstreamLimits {
+    /// One attempt's limit (`NAME_SERVICE_TIMEOUT`, seconds): 10 s, .NET's.
+    /// A call also never outlives what is left of its request's
+    /// `REQUEST_TIMEOUT`.
+    pub timeout: Duration,
+    /// Retries after the first attempt (`NAME_SERVICE_RETRIES`, 0 to 5): 2,
+    /// not .NET's 3, because the whole call must fit in the caller's own
+    /// 30 s budget and a third wait of seconds rarely does.
+    pub retries: u32,
+    /// The share of calls retries may add (`NAME_SERVICE_RETRY_BUDGET`, 0
+    /// to 1): 0.1, gRPC's retry throttling (gRFC A6: a token bucket of 10
+    /// that loses 1 a failure and gains 0.1 a success, retrying only above
+    /// half), so a failing upstream sees at most about 10 % more load.
+    pub retry_budget: f64,
+    /// The circuit breaker, or `None` (`NAME_SERVICE_BREAKER=off`).
+    pub breaker: Option<BreakerLimits>,
+}
+
+/// When a circuit breaker opens (`NAME_SERVICE_BREAKER=RATIO,MIN,WINDOW,OPEN`,
+/// for example `0.5,20,30,5`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerLimits {
+    /// The share of failed calls that opens it: 0.5. .NET's 0.1 trips on a
+    /// single error in ten, which a small service sees in normal times.
+    pub failure_ratio: f64,
+    /// The fewest calls in the window before it may open: 20. .NET's 100
+    /// in 30 s is more than a small service makes, so it would never open.
+    pub min_calls: u32,
+    /// The window the ratio is measured over: 30 s, .NET's.
+    pub window: Duration,
+    /// How long it stays open, answering 503 at once, before one call is
+    /// let through to test the upstream: 5 s, .NET's.
+    pub open_for: Duration,
+}
+
+// The ratios are parsed as finite numbers in (0, 1], never NaN, so equality
+// is total.
+impl Eq for UpstreamLimits {}
+impl Eq for BreakerLimits {}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        UpstreamLimits {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            retry_budget: 0.1,
+            breaker: Some(BreakerLimits::default()),
+        }
+    }
+}
+
+impl Default for BreakerLimits {
+    fn default() -> Self {
+        BreakerLimits {
+            failure_ratio: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BreakerLimits {
+    /// `RATIO,MIN,WINDOW,OPEN` or `off`; the error says what is expected.
+    pub fn parse(text: &str) -> Result<Option<BreakerLimits>, String> {
+        let expected = || {
+            "`off`, or RATIO,MIN_CALLS,WINDOW_SECONDS,OPEN_SECONDS such as 0.5,20,30,5 \
+             (a ratio above 0 up to 1, at least one call, seconds above 0)"
+                .to_owned()
+        };
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let [ratio, min, window, open] = parts[..] else {
+            return Err(expected());
+        };
+        let ratio: f64 = ratio.parse().map_err(|_| expected())?;
+        let min: u32 = min.parse().map_err(|_| expected())?;
+        let secs = |t: &str| {
+            t.parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0 && *s <= 3600.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(expected)
+        };
+        if !(ratio > 0.0 && ratio <= 1.0) || min == 0 {
+            return Err(expected());
+        }
+        Ok(Some(BreakerLimits {
+            failure_ratio: ratio,
+            min_calls: min,
+            window: secs(window)?,
+            open_for: secs(open)?,
+        }))
+    }
+}
+
 /// `value` with any userinfo (`user:password@`) replaced by `REDACTED@`,
 /// for error messages: a URL that does not parse may still hold a password.
 pub fn redact_credentials(value: &str) -> String {
@@ -81,6 +203,17 @@ fn scheme_port(scheme: &str) -> Option<u16> {
     }
 }
 
+/// A value that may hold a credential: compared like the value, never
+/// shown by `Debug`, so no `{:?}` of the configuration prints a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[hidden]")
+    }
+}
+
 /// One backing service, from `NAME_SERVICE_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackingService {
@@ -95,6 +228,14 @@ pub struct BackingService {
     /// A PostgreSQL unix socket (`?host=/cloudsql/...`): probed there, not
     /// over TCP.
     socket: Option<std::path::PathBuf>,
+    /// The URL as given (credentials and all): where calls go. Never shown:
+    /// its `Debug` hides it.
+    url: Secret<Url>,
+    /// For an `http://` `*_SERVICE_URL`: the path its readiness GET asks
+    /// (`NAME_SERVICE_HEALTH_PATH`, `/healthz` by default).
+    health_path: Option<String>,
+    /// How calls to it are bounded (the `upstreams` feature).
+    pub limits: UpstreamLimits,
 }
 
 impl BackingService {
@@ -131,6 +272,10 @@ impl BackingService {
         if url.path() != "/" {
             display.push_str(url.path());
         }
+        // An HTTP service answers a GET on its health path; anything else
+        // (a database, a cache, TLS) gets the protocol-neutral TCP connect.
+        let health_path =
+            (variable.ends_with(SUFFIX) && url.scheme() == "http").then(|| "/healthz".to_owned());
         Ok(BackingService {
             name: variable
                 .strip_suffix(SUFFIX)
@@ -142,6 +287,9 @@ impl BackingService {
             host,
             port,
             socket: None,
+            url: Secret(url),
+            health_path,
+            limits: UpstreamLimits::default(),
         })
     }
 
@@ -179,18 +327,67 @@ impl BackingService {
             host: String::new(),
             port,
             socket: Some(std::path::Path::new(&dir).join(format!(".s.PGSQL.{port}"))),
+            url: Secret(url.clone()),
+            health_path: None,
+            limits: UpstreamLimits::default(),
         })
     }
 
-    /// Opens (and closes) a TCP connection: protocol-neutral, so it works for
-    /// an HTTP service, a database or a cache alike.
+    /// The URL calls go to (with any credentials: never show it).
+    pub fn url(&self) -> &Url {
+        &self.url.0
+    }
+
+    /// The path the readiness probe GETs, for an `http://` service.
+    pub fn health_path(&self) -> Option<&str> {
+        self.health_path.as_deref()
+    }
+
+    /// Sets the health path (`NAME_SERVICE_HEALTH_PATH`); `None` for a
+    /// service not probed by GET.
+    pub(crate) fn set_health_path(&mut self, path: String) {
+        if self.health_path.is_some() {
+            self.health_path = Some(path);
+        }
+    }
+
+    /// An `http://` service: a GET of its health path, which must answer
+    /// 2xx within `timeout` (a process that accepts connections but cannot
+    /// serve is down). Anything else: a TCP connect.
     fn probe(&self, timeout: Duration) -> Result<Duration, String> {
-        let start = Instant::now();
         if let Some(socket) = &self.socket {
+            let start = Instant::now();
             return std::os::unix::net::UnixStream::connect(socket)
                 .map(|_| start.elapsed())
                 .map_err(|e| format!("{}: {e}", socket.display()));
         }
+        let Some(path) = &self.health_path else {
+            return self.connect(timeout).map(|(_, took)| took);
+        };
+        let (mut stream, _) = self.connect(timeout)?;
+        let start = Instant::now();
+        let url = self.url();
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portbound-probe\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let status = http_status(&mut stream, request.as_bytes(), timeout)
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        if (200..300).contains(&status) {
+            Ok(start.elapsed())
+        } else {
+            Err(format!("GET {path} answered {status}"))
+        }
+    }
+
+    /// Opens a TCP connection: protocol-neutral, so it works for a
+    /// database or a cache alike.
+    fn connect(&self, timeout: Duration) -> Result<(TcpStream, Duration), String> {
+        let start = Instant::now();
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
@@ -198,12 +395,37 @@ impl BackingService {
         let mut last = String::from("no address");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(_) => return Ok(start.elapsed()),
+                Ok(stream) => return Ok((stream, start.elapsed())),
                 Err(e) => last = e.to_string(),
             }
         }
         Err(last)
     }
+}
+
+/// Sends `request` and reads the status code of the answer's first line.
+fn http_status(stream: &mut TcpStream, request: &[u8], timeout: Duration) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .and_then(|()| stream.write_all(request))
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 32];
+    let mut got = 0;
+    // "HTTP/1.1 200" is 12 bytes.
+    while got < 12 {
+        match stream.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let line = std::str::from_utf8(&head[..got]).unwrap_or_default();
+    line.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| "not an HTTP answer".to_owned())
 }
 
 /// A probe of a backing service: how long it took, or what failed. Called
@@ -491,12 +713,67 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A listener that answers every connection with `status` once read.
+    fn answering(status: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).unwrap();
+            conn.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (port, thread)
+    }
+
+    #[test]
+    fn an_http_service_is_probed_by_a_get_of_its_health_path() {
+        let (port, asked) = answering("200 OK");
+        let mut svc =
+            BackingService::parse("AUTH_SERVICE_URL", &format!("http://127.0.0.1:{port}/api"))
+                .unwrap();
+        assert_eq!(svc.health_path(), Some("/healthz"));
+        svc.probe(Duration::from_secs(2)).unwrap();
+        assert!(
+            asked
+                .join()
+                .unwrap()
+                .starts_with("GET /healthz HTTP/1.1\r\n")
+        );
+
+        // Listening is not enough: a 503 (draining, broken) is down.
+        let (port, asked) = answering("503 Service Unavailable");
+        svc =
+            BackingService::parse("AUTH_SERVICE_URL", &format!("http://127.0.0.1:{port}")).unwrap();
+        svc.set_health_path("/ready".into());
+        let err = svc.probe(Duration::from_secs(2)).unwrap_err();
+        assert!(err.contains("GET /ready answered 503"), "{err}");
+        assert!(asked.join().unwrap().starts_with("GET /ready HTTP/1.1"));
+
+        // A database, a cache or https: the TCP connect.
+        for (var, url) in [
+            ("DATABASE_URL", "postgres://u:p@db:5432/app"),
+            ("CACHE_SERVICE_URL", "redis://cache:6379"),
+            ("PAY_SERVICE_URL", "https://pay.example"),
+        ] {
+            assert_eq!(
+                BackingService::parse(var, url).unwrap().health_path(),
+                None,
+                "{var}"
+            );
+        }
+    }
+
     #[test]
     fn probes_report_up_and_down() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        // tcp://: the connect probe (http:// would GET /healthz).
         let svc =
-            BackingService::parse("A_SERVICE_URL", &format!("http://127.0.0.1:{port}")).unwrap();
+            BackingService::parse("A_SERVICE_URL", &format!("tcp://127.0.0.1:{port}")).unwrap();
         let probes = Probes::new(&[svc], &["own".to_owned()]);
         assert!(!probes.all_up(), "not up before the first probe");
         probes.probe_all(Duration::from_secs(1));

@@ -484,9 +484,30 @@ impl Config {
                 continue;
             }
             match BackingService::parse(name, raw) {
-                Ok(svc) => services.push(svc),
+                Ok(mut svc) => {
+                    if let Some(prefix) = name.strip_suffix(backing::SUFFIX) {
+                        read_upstream_settings(&mut r, prefix, &mut svc);
+                    }
+                    services.push(svc)
+                }
                 // The value may hold a password: shown without it.
                 Err(expected) => r.problem(name, &backing::redact_credentials(raw), &expected),
+            }
+        }
+        // A setting of an upstream that is not there is a typo or a leftover.
+        for name in env.names().filter(|n| backing::is_service_setting(n)) {
+            let prefix = backing::SETTINGS
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or_default();
+            let url = format!("{prefix}{}", backing::SUFFIX);
+            if !services.iter().any(|s| s.variable == url) {
+                let value = env.get(name).unwrap_or_default().to_owned();
+                r.problem(
+                    name,
+                    &value,
+                    &format!("{url} to be set too: this is a setting of that upstream"),
+                );
             }
         }
         let pool_size = r
@@ -711,6 +732,47 @@ fn parse_origins(v: &str) -> Result<Vec<String>, String> {
             Ok(origin)
         })
         .collect()
+}
+
+/// `PREFIX_SERVICE_TIMEOUT`, `_RETRIES`, `_RETRY_BUDGET`, `_BREAKER` and
+/// `_HEALTH_PATH` of one upstream, into its limits.
+fn read_upstream_settings(r: &mut Reader<'_>, prefix: &str, svc: &mut BackingService) {
+    let var = |suffix: &str| format!("{prefix}{suffix}");
+    if let Some(timeout) = r.parse_opt(&var("_SERVICE_TIMEOUT"), |v| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| *s >= 0.01 && *s <= 300.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| "seconds from 0.01 to 300 for one attempt".into())
+    }) {
+        svc.limits.timeout = timeout;
+    }
+    if let Some(retries) = r.parse_opt(&var("_SERVICE_RETRIES"), |v| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 5)
+            .ok_or_else(|| "a number of retries from 0 to 5".into())
+    }) {
+        svc.limits.retries = retries;
+    }
+    if let Some(budget) = r.parse_opt(&var("_SERVICE_RETRY_BUDGET"), |v| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|b| (0.0..=1.0).contains(b))
+            .ok_or_else(|| "the share of calls retries may add, from 0 to 1 (0.1 is 10 %)".into())
+    }) {
+        svc.limits.retry_budget = budget;
+    }
+    if let Some(breaker) = r.parse_opt(&var("_SERVICE_BREAKER"), backing::BreakerLimits::parse) {
+        svc.limits.breaker = breaker;
+    }
+    if let Some(path) = r.parse_opt(&var("_SERVICE_HEALTH_PATH"), |v| {
+        (v.starts_with('/') && !v.contains(char::is_whitespace))
+            .then(|| v.to_owned())
+            .ok_or_else(|| "an absolute path such as /healthz".into())
+    }) {
+        svc.set_health_path(path);
+    }
 }
 
 /// Collects problems while reading variables.

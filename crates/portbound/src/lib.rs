@@ -47,6 +47,8 @@ pub mod state;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "upstreams")]
+pub mod upstream;
 
 pub use service::{BoxError, Service, StopSignal};
 

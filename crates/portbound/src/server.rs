@@ -189,6 +189,12 @@ impl Server {
 pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Result<Server> {
     #[cfg(feature = "postgres")]
     let (service, database) = with_database(config, service)?;
+    // The upstreams' limits, breakers and budgets, shared by the workers
+    // (each keeps its own client).
+    #[cfg(feature = "upstreams")]
+    let service = service.app_data(actix_web::web::Data::new(crate::upstream::Registry::new(
+        &config.services,
+    )));
     let addrs = listeners.tcp_addrs()?;
     let mut shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     for l in &listeners.unix {

@@ -45,6 +45,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             describe();
             #[cfg(feature = "postgres")]
             crate::database::describe_metrics();
+            #[cfg(feature = "upstreams")]
+            crate::upstream::describe_metrics();
             Some(handle)
         })
         .as_ref()

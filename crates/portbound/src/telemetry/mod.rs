@@ -342,6 +342,8 @@ pub struct RequestInfo {
     pub id: RequestId,
     /// The client's address and scheme.
     pub client: ClientInfo,
+    /// When the request arrived: where its `REQUEST_TIMEOUT` budget began.
+    pub start: Instant,
 }
 
 /// Security headers on every response.
@@ -514,6 +516,7 @@ where
         req.extensions_mut().insert(RequestInfo {
             id: id.clone(),
             client,
+            start,
         });
         // REQUEST_TIMEOUT bounds what actix does not: reading a body. A
         // request without one is bounded by actix's 5 s head timeout and our
