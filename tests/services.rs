@@ -383,3 +383,229 @@ mod rules {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Traces: one write, one trace across notes and auth, exported over OTLP to
+// a receiver that decodes it with the protocol's own definitions.
+// ---------------------------------------------------------------------------
+
+#[cfg(feature = "otel")]
+mod traces {
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+
+    use super::*;
+
+    /// One span as the receiver decoded it.
+    #[derive(Debug, Clone)]
+    struct Got {
+        service: String,
+        name: String,
+        kind: i32,
+        trace_id: String,
+        span_id: String,
+        parent: String,
+        attributes: BTreeMap<String, String>,
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            Some(Value::IntValue(i)) => i.to_string(),
+            Some(Value::BoolValue(b)) => b.to_string(),
+            Some(Value::DoubleValue(d)) => d.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// An OTLP/HTTP receiver: POST /v1/traces, protobuf bodies decoded as
+    /// ExportTraceServiceRequest. Returns its port, the spans, and the
+    /// headers of the exports.
+    /// What the receiver keeps: the spans, or the export's header lines.
+    type Kept<T> = Arc<Mutex<Vec<T>>>;
+
+    fn receiver() -> (u16, Kept<Got>, Kept<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let (s, h) = (spans.clone(), headers.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (s, h) = (s.clone(), h.clone());
+                std::thread::spawn(move || serve(conn, &s, &h));
+            }
+        });
+        (port, spans, headers)
+    }
+
+    fn serve(conn: std::net::TcpStream, spans: &Mutex<Vec<Got>>, seen: &Mutex<Vec<String>>) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut writer = conn;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                    return;
+                }
+                let h = h.trim_end().to_owned();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap();
+                }
+                seen.lock().unwrap().push(h.to_ascii_lowercase());
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            assert!(line.starts_with("POST /v1/traces "), "{line}");
+            let request =
+                ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+            for rs in request.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .map(|a| text(&a.value))
+                    .unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for span in ss.spans {
+                        spans.lock().unwrap().push(Got {
+                            service: service.clone(),
+                            name: span.name.clone(),
+                            kind: span.kind,
+                            trace_id: hex(&span.trace_id),
+                            span_id: hex(&span.span_id),
+                            parent: hex(&span.parent_span_id),
+                            attributes: span
+                                .attributes
+                                .iter()
+                                .map(|a| (a.key.clone(), text(&a.value)))
+                                .collect(),
+                        });
+                    }
+                }
+            }
+            writer
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        }
+    }
+
+    /// SpanKind in the protocol: 2 server, 3 client.
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+
+    #[test]
+    #[ignore = "needs the examples built with --features upstreams,otel: run by .ci/run"]
+    fn a_write_is_one_trace_across_notes_and_auth_exported_over_otlp() {
+        let (port, spans, headers) = receiver();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let otel = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k%3D1"),
+            // The batch's delay, read by the SDK: the test need not wait 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ];
+        let dir = scratch_dir("traces");
+        let mut env: Vec<(&str, &str)> = otel.to_vec();
+        let tokens = format!("{TOKEN}=alice");
+        env.extend([("AUTH_TOKENS", tokens.as_str())]);
+        let auth = common::spawn_program(&example("auth"), &[], &env, &dir);
+        let auth_url = format!("http://127.0.0.1:{}", auth.port());
+        let file = dir.join("notes.sqlite3");
+        let mut env: Vec<(&str, &str)> = otel.to_vec();
+        env.extend([
+            ("AUTH_SERVICE_URL", auth_url.as_str()),
+            ("NOTES_SQLITE", file.to_str().unwrap()),
+        ]);
+        let notes = common::spawn_program(&example("notes"), &[], &env, &dir);
+        notes.wait_for_log("traces: exported over OTLP to");
+
+        // The caller is traced too: its traceparent makes notes' span a child.
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let caller = "00f067aa0ba902b7";
+        let bearer = format!("Bearer {TOKEN}");
+        let traceparent = format!("00-{trace}-{caller}-01");
+        let res = request(
+            notes.addr(),
+            "POST",
+            "/api/v1/notes",
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", bearer.as_str()),
+                ("traceparent", traceparent.as_str()),
+            ],
+            br#"{"title":"traced"}"#,
+        );
+        assert_eq!(res.status, 201, "{}", res.text());
+
+        let find = |service: &str, kind: i32| -> Option<Got> {
+            spans
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.service == service && s.kind == kind && s.trace_id == trace)
+                .cloned()
+        };
+        let (server, client, upstream) = eventually("the three spans", || {
+            Some((
+                find("notes", SERVER)?,
+                find("notes", CLIENT)?,
+                find("auth", SERVER)?,
+            ))
+        });
+        // One trace: caller -> notes (server) -> notes' call (client) ->
+        // auth (server).
+        assert_eq!(server.parent, caller, "{server:?}");
+        assert_eq!(client.parent, server.span_id, "{client:?}");
+        assert_eq!(upstream.parent, client.span_id, "{upstream:?}");
+        assert_eq!(server.name, "POST /api/v1/notes");
+        assert_eq!(server.attributes["http.route"], "/api/v1/notes");
+        assert_eq!(server.attributes["http.response.status_code"], "201");
+        assert_eq!(server.attributes["http.request.method"], "POST");
+        assert_eq!(client.attributes["peer.service"], "auth");
+        assert_eq!(client.attributes["http.response.status_code"], "200");
+        assert_eq!(client.attributes["server.address"], "127.0.0.1");
+        assert_eq!(upstream.name, "POST /api/v1/verify");
+        // Nothing of the token in any span.
+        for span in spans.lock().unwrap().iter() {
+            for value in span.attributes.values() {
+                assert!(!value.contains(TOKEN), "{span:?}");
+            }
+        }
+        // The access line names the same trace and span.
+        let line = notes.wait_for_log(&format!("span_id={}", server.span_id));
+        assert!(line.contains(&format!("trace_id={trace}")), "{line}");
+        // The export carried the configured header, URL-decoded.
+        assert!(
+            headers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|h| h == "x-api-key: k=1"),
+            "{:?}",
+            headers.lock().unwrap()
+        );
+    }
+}

@@ -208,6 +208,18 @@ fn scheme_port(scheme: &str) -> Option<u16> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret<T>(T);
 
+impl<T> Secret<T> {
+    /// Keeps `value` out of `Debug`.
+    pub fn new(value: T) -> Secret<T> {
+        Secret(value)
+    }
+
+    /// The value itself.
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+}
+
 impl<T> std::fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[hidden]")

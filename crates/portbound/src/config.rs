@@ -55,6 +55,17 @@ pub const VARIABLES: &[&str] = &[
     "DATABASE_POOL_SIZE",
     "DATABASE_ACQUIRE_TIMEOUT",
     "DATABASE_DIRECT_URL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
     "PORTBOUND_TEST_MIGRATIONS",
     "PORTBOUND_TEST_ROUTES",
 ];
@@ -334,6 +345,10 @@ pub struct Config {
     /// feature the runtime opens a pool on it; without, it is probed over
     /// TCP like any backing service.
     pub database: Option<DatabaseSettings>,
+    /// Where and how traces are exported (`OTEL_*`, the `otel` feature);
+    /// `None`: no endpoint, or `OTEL_SDK_DISABLED=true`.
+    #[cfg(feature = "otel")]
+    pub otel: Option<crate::telemetry::otel::OtelSettings>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Bound on a whole request, body included; zero disables it.
@@ -510,6 +525,16 @@ impl Config {
                 );
             }
         }
+        #[cfg(feature = "otel")]
+        let otel = match crate::telemetry::otel::settings(|k| env.get(k).map(str::to_owned)) {
+            Ok(settings) => settings,
+            Err(problems) => {
+                for (variable, value, expected) in problems {
+                    r.problem(&variable, &value, &expected);
+                }
+                None
+            }
+        };
         let pool_size = r
             .parse_opt("DATABASE_POOL_SIZE", |v| {
                 v.parse::<u32>()
@@ -630,6 +655,8 @@ impl Config {
             force_https,
             metrics_port,
             services,
+            #[cfg(feature = "otel")]
+            otel,
             service_probe_interval,
             database,
             max_body_bytes,

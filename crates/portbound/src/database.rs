@@ -278,6 +278,16 @@ impl Database {
         T: Send + 'static,
     {
         let pool = self.0.pool.clone();
+        // A span for the work, the child of the request's (the `otel`
+        // feature): the system only, never the statement's values.
+        #[cfg(feature = "otel")]
+        let span = crate::telemetry::otel::current().and_then(|parent| {
+            crate::telemetry::otel::client_span(
+                &parent,
+                "postgresql".to_owned(),
+                vec![opentelemetry::KeyValue::new("db.system.name", "postgresql")],
+            )
+        });
         let task = self.0.handle.spawn(async move {
             let started = Instant::now();
             let conn = pool.acquire().await;
@@ -291,6 +301,11 @@ impl Database {
         };
         if let Err(e) = &result {
             metrics::counter!("database_errors_total", "kind" => e.kind()).increment(1);
+        }
+        #[cfg(feature = "otel")]
+        if let Some((cx, _)) = &span {
+            let error = result.as_ref().err().map(DatabaseError::kind);
+            crate::telemetry::otel::end_client_span(cx, None, error);
         }
         result
     }

@@ -457,6 +457,18 @@ impl Service {
         // Panics are logged as one line in the chosen format (the request
         // middleware turns a handler's panic into a 500 with the request id).
         std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &config.otel
+            && let Err(e) = crate::telemetry::otel::init(
+                otel,
+                (self.name, self.version),
+                config.platform,
+                &config.instance,
+            )
+        {
+            eprintln!("{}: {e}", self.name);
+            return ExitCode::FAILURE;
+        }
         let name = self.name;
         let result = actix_rt::System::new().block_on(async {
             let listeners = crate::listener::bind_listeners(&config).map_err(|e| e.to_string())?;
@@ -475,6 +487,9 @@ impl Service {
                 ExitCode::FAILURE
             }
         };
+        // Off the workers, after the drain: the spans still queued.
+        #[cfg(feature = "otel")]
+        crate::telemetry::otel::shutdown();
         crate::telemetry::logging::flush();
         code
     }

@@ -248,6 +248,9 @@ struct Context {
     tracestate: Option<HeaderValue>,
     /// When the inbound request's budget runs out.
     deadline: Option<Instant>,
+    /// The request's span, the parent of each call's (the `otel` feature).
+    #[cfg(feature = "otel")]
+    span: Option<opentelemetry::Context>,
 }
 
 /// The upstreams, as a handler reaches them: an extractor that also
@@ -286,6 +289,11 @@ impl Upstreams {
                 traceparent: req.headers().get(TRACEPARENT).cloned(),
                 tracestate: req.headers().get(TRACESTATE).cloned(),
                 deadline: timeout.map(|t| start + t),
+                #[cfg(feature = "otel")]
+                span: req
+                    .extensions()
+                    .get::<crate::telemetry::otel::ServerSpan>()
+                    .map(|s| s.cx.clone()),
             },
         }
     }
@@ -342,6 +350,8 @@ impl Upstreams {
                 traceparent: None,
                 tracestate: None,
                 deadline: self.context.deadline,
+                #[cfg(feature = "otel")]
+                span: None,
             },
             method,
             url,
@@ -507,7 +517,30 @@ impl Call {
                 count(name, &method, "deadline");
                 return Err(timed_out(name));
             }
-            let outcome = self.attempt(limit).await;
+            #[cfg(feature = "otel")]
+            let span = self.client_span(attempt);
+            let outcome = self
+                .attempt(limit, {
+                    #[cfg(feature = "otel")]
+                    {
+                        span.as_ref().map(|(_, headers)| headers.as_slice())
+                    }
+                    #[cfg(not(feature = "otel"))]
+                    {
+                        None
+                    }
+                })
+                .await;
+            #[cfg(feature = "otel")]
+            if let Some((cx, _)) = &span {
+                let (status, error) = match &outcome {
+                    Ok(reply) => (Some(reply.status.as_u16()), None),
+                    Err(Failure::Refused) => (None, Some("connection_refused")),
+                    Err(Failure::TimedOut) => (None, Some("timeout")),
+                    Err(Failure::Broken(_)) => (None, Some("invalid_response")),
+                };
+                crate::telemetry::otel::end_client_span(cx, status, error);
+            }
             let took = now.elapsed().as_secs_f64();
             metrics::histogram!("upstream_request_duration_seconds", "upstream" => name.to_owned())
                 .record(took);
@@ -590,18 +623,75 @@ impl Call {
         }
     }
 
-    /// One attempt, within `limit`.
-    async fn attempt(&self, limit: Duration) -> Result<Reply, Failure> {
+    /// The span of attempt `resend` (0 for the first), a child of the
+    /// request's, and the trace headers that carry it upstream.
+    #[cfg(feature = "otel")]
+    fn client_span(
+        &self,
+        resend: u32,
+    ) -> Option<(opentelemetry::Context, Vec<(HeaderName, HeaderValue)>)> {
+        use opentelemetry::KeyValue;
+        let parent = self.context.span.as_ref()?;
+        let url = &self.url;
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", self.method.as_str().to_owned()),
+            KeyValue::new(
+                "server.address",
+                url.host_str().unwrap_or_default().to_owned(),
+            ),
+            KeyValue::new("peer.service", self.entry.name.clone()),
+            // Scheme, host, port and path: never the userinfo or the query,
+            // where credentials live.
+            KeyValue::new(
+                "url.full",
+                format!(
+                    "{}://{}{}",
+                    url.scheme(),
+                    url.host_str().unwrap_or_default(),
+                    url.port().map(|p| format!(":{p}")).unwrap_or_default()
+                ) + url.path(),
+            ),
+        ];
+        if let Some(port) = url.port_or_known_default() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        if resend > 0 {
+            attributes.push(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(resend),
+            ));
+        }
+        crate::telemetry::otel::client_span(parent, self.method.as_str().to_owned(), attributes)
+    }
+
+    /// One attempt, within `limit`; `trace` replaces the request's own
+    /// trace headers with the attempt's span.
+    async fn attempt(
+        &self,
+        limit: Duration,
+        trace: Option<&[(HeaderName, HeaderValue)]>,
+    ) -> Result<Reply, Failure> {
         let mut request = client()
             .request(self.method.clone(), self.url.as_str())
             .timeout(limit);
-        for (name, value) in [
-            (X_REQUEST_ID, &self.context.request_id),
-            (TRACEPARENT, &self.context.traceparent),
-            (TRACESTATE, &self.context.tracestate),
-        ] {
-            if let Some(value) = value {
-                request = request.insert_header((name, value.clone()));
+        if let Some(value) = &self.context.request_id {
+            request = request.insert_header((X_REQUEST_ID, value.clone()));
+        }
+        match trace {
+            Some(headers) => {
+                for (name, value) in headers {
+                    request = request.insert_header((name.clone(), value.clone()));
+                }
+            }
+            None => {
+                for (name, value) in [
+                    (TRACEPARENT, &self.context.traceparent),
+                    (TRACESTATE, &self.context.tracestate),
+                ] {
+                    if let Some(value) = value {
+                        request = request.insert_header((name, value.clone()));
+                    }
+                }
             }
         }
         for (name, value) in &self.headers {
@@ -798,9 +888,22 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(b.record(&limits, true, t0), None);
         assert_eq!(b.record(&limits, false, t0), None);
+        // 2 of 3 failed, but fewer than 4 calls: still closed.
         assert_eq!(b.record(&limits, false, t0), None);
         // 2 of 4 failed: open.
+        assert_eq!(b.record(&limits, true, t0), Some(true));
+        // 1 of 4: closed.
+        let mut b = Breaker::default();
+        for ok in [true, true, false] {
+            assert_eq!(b.record(&limits, ok, t0), None);
+        }
         assert_eq!(b.record(&limits, true, t0), None);
+        // A new window forgets the old calls.
+        let mut b = Breaker::default();
+        for _ in 0..3 {
+            b.record(&limits, false, t0);
+        }
+        assert_eq!(b.record(&limits, false, t0 + Duration::from_secs(31)), None);
         let mut b = Breaker::default();
         for _ in 0..3 {
             b.record(&limits, false, t0);

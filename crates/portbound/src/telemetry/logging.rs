@@ -296,8 +296,11 @@ pub struct AccessRecord<'a> {
     pub latency: Duration,
     /// The client's `User-Agent`.
     pub user_agent: Option<&'a str>,
-    /// The trace id from `traceparent` or `X-Cloud-Trace-Context`.
+    /// The trace id: the request's span's, or from `traceparent` or
+    /// `X-Cloud-Trace-Context`.
     pub trace_id: Option<&'a str>,
+    /// The request's span id, when traces are exported.
+    pub span_id: Option<&'a str>,
     /// Probe paths are logged at debug, everything else at info.
     pub probe: bool,
 }
@@ -365,6 +368,7 @@ pub fn write_access(
             push_escaped(out, rec.user_agent.unwrap_or("-"), false);
             out.extend_from_slice(b"\" request_id=");
             out.extend_from_slice(rec.request_id.as_bytes());
+            push_span_ids(out, rec);
             out.push(b'\n');
         }
         LogFormat::Logfmt => {
@@ -390,6 +394,7 @@ pub fn write_access(
             push_millis(out, micros);
             out.extend_from_slice(b" user_agent=");
             push_logfmt(out, rec.user_agent.unwrap_or("-"));
+            push_span_ids(out, rec);
             out.push(b'\n');
         }
         LogFormat::Json => {
@@ -456,8 +461,29 @@ pub fn write_access(
                 }
                 _ => {}
             }
+            if let Some(span) = rec.span_id {
+                // Cloud Logging's span field; with the trace field above it
+                // links the line to the span in Cloud Trace.
+                if project.is_some() {
+                    out.extend_from_slice(b",\"logging.googleapis.com/spanId\":\"");
+                } else {
+                    out.extend_from_slice(b",\"span_id\":\"");
+                }
+                out.extend_from_slice(span.as_bytes());
+                out.push(b'"');
+            }
             out.extend_from_slice(b"}\n");
         }
+    }
+}
+
+/// ` trace_id=... span_id=...` when the request has a span (text and logfmt).
+fn push_span_ids(out: &mut Vec<u8>, rec: &AccessRecord<'_>) {
+    if let (Some(trace), Some(span)) = (rec.trace_id, rec.span_id) {
+        out.extend_from_slice(b" trace_id=");
+        out.extend_from_slice(trace.as_bytes());
+        out.extend_from_slice(b" span_id=");
+        out.extend_from_slice(span.as_bytes());
     }
 }
 
@@ -791,6 +817,7 @@ mod tests {
             latency: Duration::from_micros(1234),
             user_agent: Some("curl/8.5 \"quoted\""),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            span_id: None,
             probe: false,
         }
     }

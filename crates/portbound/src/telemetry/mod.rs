@@ -7,6 +7,8 @@
 pub mod client_addr;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod protocol_errors;
 pub mod request_id;
 pub mod trace;
@@ -248,6 +250,7 @@ fn answer<S, B: MessageBody + 'static>(
         &ctx.client,
         ctx.start,
         ctx.settings,
+        None,
     );
     RequestContextFuture::answered(res)
 }
@@ -525,6 +528,12 @@ where
         let deadline =
             (has_body(&req) && !timeout.is_zero()).then(|| actix_rt::time::sleep(timeout));
         let docs = req.path().starts_with("/docs");
+        #[cfg(feature = "otel")]
+        let span = otel::server_span(req.headers(), req.method().as_str());
+        #[cfg(feature = "otel")]
+        if let Some(span) = &span {
+            req.extensions_mut().insert(span.clone());
+        }
         self.shared.in_flight.enter();
         let finish = Finish {
             shared: self.shared.clone(),
@@ -534,6 +543,8 @@ where
             start,
             timeout,
             docs,
+            #[cfg(feature = "otel")]
+            span,
         };
         RequestContextFuture {
             state: State::Serving {
@@ -600,13 +611,20 @@ where
                 deadline,
                 finish,
             } => {
-                let id = &finish.as_ref().expect(POLLED_AFTER_COMPLETION).id;
+                let f = finish.as_ref().expect(POLLED_AFTER_COMPLETION);
+                let id = &f.id;
                 let polled = if layers::off(layers::GUARD) {
                     Ok(inner.poll(cx))
                 } else {
-                    logging::with_request_id(id.header(), || {
-                        std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
-                    })
+                    let poll = || {
+                        logging::with_request_id(id.header(), || {
+                            std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+                        })
+                    };
+                    // The span is the parent of what the handler does.
+                    #[cfg(feature = "otel")]
+                    let poll = || otel::with_span(f.span.as_ref(), poll);
+                    poll()
                 };
                 let outcome = match polled {
                     Ok(Poll::Ready(out)) => Outcome::Done(out),
@@ -647,6 +665,9 @@ struct Finish {
     start: Instant,
     timeout: Duration,
     docs: bool,
+    /// The request's server span, when traces are exported.
+    #[cfg(feature = "otel")]
+    span: Option<otel::ServerSpan>,
 }
 
 impl Drop for Finish {
@@ -730,7 +751,29 @@ impl Finish {
             }
         }
 
-        account(&res, id, self.origin, &self.client, self.start, settings);
+        #[cfg(feature = "otel")]
+        let ids = self.span.as_ref().map(|span| {
+            let req = res.request();
+            let route = req.match_pattern();
+            otel::end_server_span(
+                span,
+                req.method().as_str(),
+                route.as_deref(),
+                res.status().as_u16(),
+            );
+            (span.trace_id.as_str(), span.span_id.as_str())
+        });
+        #[cfg(not(feature = "otel"))]
+        let ids = None;
+        account(
+            &res,
+            id,
+            self.origin,
+            &self.client,
+            self.start,
+            settings,
+            ids,
+        );
         if draining {
             // Lines written during the drain must not wait for a timer
             // that may never fire again.
@@ -748,6 +791,8 @@ fn account<B: MessageBody>(
     client: &ClientInfo,
     start: Instant,
     settings: &RequestSettings,
+    // The server span's (trace id, span id), when traces are exported.
+    span: Option<(&str, &str)>,
 ) {
     let elapsed = start.elapsed();
     let status = res.status().as_u16();
@@ -763,11 +808,13 @@ fn account<B: MessageBody>(
             BodySize::None => Some(0),
             BodySize::Stream => None,
         };
-        let trace_id = match origin {
+        let trace_id = match (span, origin) {
+            // The span continues the caller's trace, or starts one.
+            (Some((trace_id, _)), _) => Some(trace_id),
             // No trace header held a valid id when the id was made.
-            request_id::Origin::Generated => None,
-            request_id::Origin::Trace => Some(id.as_str()),
-            request_id::Origin::Header => trace::trace_id(req.headers()),
+            (None, request_id::Origin::Generated) => None,
+            (None, request_id::Origin::Trace) => Some(id.as_str()),
+            (None, request_id::Origin::Header) => trace::trace_id(req.headers()),
         };
         logging::access(&logging::AccessRecord {
             time: SystemTime::now(),
@@ -785,6 +832,7 @@ fn account<B: MessageBody>(
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
             trace_id,
+            span_id: span.map(|(_, span_id)| span_id),
             probe,
         });
     }
