@@ -198,8 +198,13 @@ fn swagger_ui_assets_are_gzipped_for_clients_that_accept_it_and_revalidate_with_
         b"",
     );
     assert_eq!(changed.status, 200);
+    // A missing docs file is a problem like any other: with the request's
+    // id in its body, equal to the header's.
+    let missing = request(app.addr, "GET", "/docs/nope.js", &[], b"");
+    let problem = missing.assert_problem(404);
     assert_eq!(
-        request(app.addr, "GET", "/docs/nope.js", &[], b"").status,
-        404
+        problem["request_id"].as_str(),
+        missing.header("x-request-id"),
+        "{problem}"
     );
 }

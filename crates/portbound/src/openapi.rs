@@ -265,10 +265,15 @@ fn none_match(header: &str, tag: &str) -> bool {
 
 /// A Swagger UI file: gzipped when the client accepts gzip, with an ETag, a
 /// day's cache lifetime, and 304 for a validator that still matches.
-async fn docs_asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
-    let Some(asset) = asset(file.into_inner()).await else {
-        return ApiError::not_found().to_response(None);
-    };
+async fn docs_asset(
+    req: HttpRequest,
+    file: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    // An error, not a rendered body: the request middleware renders it
+    // with the request's id, like every other problem.
+    let asset = asset(file.into_inner())
+        .await
+        .ok_or_else(ApiError::not_found)?;
     let gzip = req
         .headers()
         .get(header::ACCEPT_ENCODING)
@@ -296,15 +301,15 @@ async fn docs_asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, ASSET_CACHE))
         .insert_header((header::VARY, "Accept-Encoding"));
     if unchanged {
-        return res.finish();
+        return Ok(res.finish());
     }
     res.content_type(asset.content_type.as_str());
-    if gzip {
+    Ok(if gzip {
         res.insert_header((header::CONTENT_ENCODING, "gzip"))
             .body(asset.gzip.clone())
     } else {
         res.body(asset.plain.clone())
-    }
+    })
 }
 
 /// Whether an `Accept-Encoding` value admits gzip (RFC 9110 §12.5.3): a
