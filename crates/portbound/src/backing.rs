@@ -49,7 +49,7 @@ pub fn is_service_setting(variable: &str) -> bool {
         .any(|s| variable.strip_suffix(s).is_some_and(|p| !p.is_empty()))
 }
 
-/// How calls to one upstream are bounded ([`crate::upstream`], the
+/// How calls to one upstream are bounded (`portbound::upstream`, the
 /// `upstreams` feature). The defaults start from .NET's standard resilience
 /// handler (dotnet/extensions `HttpStandardResilienceOptions`: 10 s an
 /// attempt, retries of transient failures with exponential backoff and

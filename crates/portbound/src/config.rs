@@ -66,6 +66,7 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_SDK_DISABLED",
+    "MAX_CONCURRENT_REQUESTS",
     "PORTBOUND_TEST_MIGRATIONS",
     "PORTBOUND_TEST_ROUTES",
 ];
@@ -349,6 +350,10 @@ pub struct Config {
     /// `None`: no endpoint, or `OTEL_SDK_DISABLED=true`.
     #[cfg(feature = "otel")]
     pub otel: Option<crate::telemetry::otel::OtelSettings>,
+    /// `MAX_CONCURRENT_REQUESTS`: a fixed limit on the requests the
+    /// service's routes run at once; `None`: the adaptive limit
+    /// ([`crate::overload`]).
+    pub max_concurrent_requests: Option<usize>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Bound on a whole request, body included; zero disables it.
@@ -535,6 +540,22 @@ impl Config {
                 None
             }
         };
+        let max_concurrent_requests = r
+            .parse_opt("MAX_CONCURRENT_REQUESTS", |v| {
+                if v.eq_ignore_ascii_case("auto") {
+                    return Ok(None);
+                }
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        "auto (the adaptive limit, the default), or a number of requests \
+                         from 1 to 100000"
+                            .into()
+                    })
+            })
+            .flatten();
         let pool_size = r
             .parse_opt("DATABASE_POOL_SIZE", |v| {
                 v.parse::<u32>()
@@ -655,6 +676,7 @@ impl Config {
             force_https,
             metrics_port,
             services,
+            max_concurrent_requests,
             #[cfg(feature = "otel")]
             otel,
             service_probe_interval,

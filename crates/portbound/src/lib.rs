@@ -39,6 +39,7 @@ pub mod listener;
 #[cfg(feature = "postgres")]
 pub mod migrate;
 pub mod openapi;
+pub mod overload;
 pub mod platform;
 pub mod routes;
 pub mod server;

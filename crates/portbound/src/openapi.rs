@@ -265,10 +265,7 @@ fn none_match(header: &str, tag: &str) -> bool {
 
 /// A Swagger UI file: gzipped when the client accepts gzip, with an ETag, a
 /// day's cache lifetime, and 304 for a validator that still matches.
-async fn docs_asset(
-    req: HttpRequest,
-    file: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn docs_asset(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse, ApiError> {
     // An error, not a rendered body: the request middleware renders it
     // with the request's id, like every other problem.
     let asset = asset(file.into_inner())

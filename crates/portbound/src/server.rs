@@ -59,6 +59,13 @@ pub fn app(
             !settings.cors_allowed_origins.is_empty(),
             cors(&settings.cors_allowed_origins),
         ))
+        // Inside the request context, so a refusal gets its request id,
+        // access line and problem body; outside CORS and the routes, so it
+        // costs none of their work.
+        .wrap(crate::overload::Overload(
+            state.overload.clone(),
+            settings.max_body_bytes,
+        ))
         // Outermost: every response, CORS preflights included, gets its
         // request id, access line and problem body.
         .wrap(RequestContext::new(&state))

@@ -150,6 +150,8 @@ pub struct AppState {
     pub settings: Arc<RequestSettings>,
     /// The service's routes and OpenAPI document.
     pub app: Arc<AppParts>,
+    /// The concurrency limit on the service's routes.
+    pub overload: Arc<crate::overload::Limiter>,
 }
 
 impl AppState {
@@ -163,6 +165,10 @@ impl AppState {
         AppState {
             drain: DrainState::default(),
             probes: Probes::new(&config.services, &app.checks),
+            overload: Arc::new(crate::overload::Limiter::new(
+                config.max_concurrent_requests,
+                config.request_timeout,
+            )),
             settings: Arc::new(RequestSettings {
                 trusted_proxies: config.trusted_proxies.clone(),
                 force_https: config.force_https,

@@ -33,6 +33,25 @@ async fn slow(query: web::Query<SlowQuery>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "slept_ms": ms }))
 }
 
+/// How many `/__test/busy` requests work at once: a capacity, like a pool
+/// of four database connections.
+pub const BUSY_CAPACITY: usize = 4;
+
+/// The slots of `/__test/busy`.
+static BUSY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BUSY_CAPACITY);
+
+/// Works for `ms` milliseconds in one of [`BUSY_CAPACITY`] slots, waiting
+/// for one first: a handler bound by a resource, whose time grows with the
+/// load (the overload tests' capacity-bound work).
+async fn busy(query: web::Query<SlowQuery>) -> HttpResponse {
+    let ms = query.ms.min(MAX_DELAY_MS);
+    let Ok(_slot) = BUSY.acquire().await else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    actix_rt::time::sleep(Duration::from_millis(ms)).await;
+    HttpResponse::Ok().json(serde_json::json!({ "worked_ms": ms }))
+}
+
 /// Panics, as a buggy handler would.
 async fn panic() -> HttpResponse {
     panic!("a test handler panicked on purpose");
@@ -139,6 +158,7 @@ async fn database_pair(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     log::warn!("test routes are enabled (PORTBOUND_TEST_ROUTES); never do this in production");
     cfg.route("/__test/slow", web::get().to(slow))
+        .route("/__test/busy", web::get().to(busy))
         .route("/__test/panic", web::get().to(panic))
         .route("/__test/log", web::get().to(log_line));
     #[cfg(feature = "postgres")]

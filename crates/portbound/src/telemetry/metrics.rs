@@ -56,6 +56,23 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_gauge!("http_requests_in_flight", "HTTP requests being served");
     describe_gauge!("portbound_draining", "1 once a stop signal arrived");
+    describe_gauge!(
+        "overload_limit",
+        "requests the service's routes may run at once (adaptive unless MAX_CONCURRENT_REQUESTS)"
+    );
+    describe_gauge!(
+        "overload_queued",
+        "requests waiting for a slot under the limit"
+    );
+    describe_counter!(
+        "overload_shed_total",
+        "requests refused with 503 before running, by reason (limit, queue_time)"
+    );
+    metrics::describe_histogram!(
+        "http_request_queue_seconds",
+        metrics::Unit::Seconds,
+        "time requests waited at the router before they arrived (X-Request-Start)"
+    );
     describe_gauge!("portbound_ready", "1 while /readyz answers 200");
     describe_gauge!(
         "portbound_backing_service_up",
@@ -268,6 +285,8 @@ pub fn render(state: &AppState) -> String {
         return String::new();
     };
     gauge!("http_requests_in_flight").set(state.drain.in_flight() as f64);
+    gauge!("overload_limit").set(state.overload.limit() as f64);
+    gauge!("overload_queued").set(state.overload.queued() as f64);
     #[cfg(feature = "postgres")]
     crate::database::record_metrics();
     let draining = state.drain.is_draining();

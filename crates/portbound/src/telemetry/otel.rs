@@ -1,7 +1,7 @@
 //! OpenTelemetry traces over OTLP (the `otel` feature): a server span for
 //! each request, a client span for each upstream call (the request's child,
 //! and the parent the upstream continues), and a client span for each
-//! database query handed to [`crate::database::Database::run`].
+//! database query handed to `Database::run` (the `postgres` feature).
 //!
 //! **Configured by the standard variables** (OpenTelemetry specification,
 //! `sdk-environment-variables.md` and `protocol/exporter.md`), read here,

@@ -1,0 +1,607 @@
+//! Overload: a concurrency limit on the service's routes, so that when
+//! requests arrive faster than they can finish the excess is refused at
+//! once, cheaply, instead of every request waiting together until the
+//! router gives up (the Google SRE book, "Handling Overload").
+//!
+//! - **The limit.** At most `limit` requests run at once. A request over it
+//!   waits up to [`QUEUE_WAIT`] in a queue no longer than the limit, and is
+//!   then admitted or answered `503` problem+json with `Retry-After: 1`: a
+//!   refusal costs an atomic operation and a small response, never a
+//!   handler's work. A client that leaves while queued leaves the queue (its
+//!   request's future is dropped).
+//! - **Adaptive by default**, in the family of Netflix's concurrency-limits
+//!   (Gradient2, Vegas): every 250 ms the mean time of the requests that
+//!   finished is compared with the best mean seen (which may rise by 0.5 %
+//!   a window, about 2x a minute, as the service changes). While it stays
+//!   within 1.5 times that and the limit is in use, the limit grows by its
+//!   square root. Past it, requests are queueing inside, and the limit
+//!   drops to what the measured throughput needs at the unloaded time
+//!   (Little's law), at most halving a window. It starts at
+//!   [`INITIAL_LIMIT`] and stays between [`MIN_LIMIT`] and [`MAX_LIMIT`], so
+//!   it needs no tuning on one CPU or two. `MAX_CONCURRENT_REQUESTS=N`
+//!   fixes it instead, for a service whose capacity is known (a pool of N
+//!   database connections).
+//! - **A body is read first.** A request with a body that fits
+//!   `MAX_BODY_BYTES` is read whole before it takes a slot, so a client
+//!   that uploads slowly holds memory it is allowed, not capacity every
+//!   other client needs (a chunked body of unknown length, or one whose
+//!   client waits for `100 Continue`, is read by the handler, under the
+//!   limit).
+//! - **The probes are never limited.** `/healthz` and `/readyz` (and the
+//!   metrics listener, a separate app) bypass it, so a busy instance is not
+//!   restarted for being busy. Readiness does not turn 503 under load: when
+//!   every instance is overloaded, taking them all out of rotation would
+//!   turn slow answers into none.
+//! - **No work for clients that have left.** A request whose router says
+//!   it queued longer than the request's whole budget (`REQUEST_TIMEOUT`)
+//!   is answered 503 without running: Heroku's router stamps
+//!   `X-Request-Start` (milliseconds since the epoch) and gives up after
+//!   30 s (H12), nginx can stamp it as `t=${msec}`. It is read only from a
+//!   trusted proxy (`TRUSTED_PROXIES`), never from a client.
+//! - **Visible.** `overload_limit`, `overload_queued`,
+//!   `overload_shed_total{reason}` and the queue time
+//!   (`http_request_queue_seconds`) on the metrics listener; one `warn`
+//!   line when shedding starts and one when it stops, never one a request.
+
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::Error;
+use actix_web::HttpMessage;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+
+use crate::error::ApiError;
+use crate::telemetry::RequestInfo;
+
+/// How long a request may wait for a slot: long enough for one to free up
+/// under a steady load, short enough that a refused client retries
+/// elsewhere quickly.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(100);
+/// The adaptive limit's start: above what the platforms send one instance
+/// by default (Cloud Run's `containerConcurrency` 80, fly.toml's
+/// `hard_limit` 100), so a new instance never refuses the traffic its
+/// platform means for it; it shrinks within a second once that is too much.
+pub const INITIAL_LIMIT: usize = 100;
+/// The adaptive limit's floor: below it one slow request starves the rest.
+pub const MIN_LIMIT: usize = 4;
+/// The adaptive limit's ceiling for one process.
+pub const MAX_LIMIT: usize = 1000;
+/// One measurement window.
+const WINDOW: Duration = Duration::from_millis(250);
+/// How much the baseline may rise a window.
+const BASELINE_RISE: f64 = 1.005;
+/// How much slower than the baseline still counts as unloaded.
+const TOLERANCE: f64 = 1.5;
+/// Quiet time after the last refusal before shedding counts as stopped.
+const QUIET: Duration = Duration::from_secs(2);
+/// Seconds a refused client is told to wait.
+const RETRY_AFTER: u32 = 1;
+
+/// Why a request was refused (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// At the limit, and the queue was full or the wait ran out.
+    Limit,
+    /// The router had already held it longer than its budget.
+    QueueTime,
+}
+
+impl Reason {
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Limit => "limit",
+            Reason::QueueTime => "queue_time",
+        }
+    }
+}
+
+/// The limit and its state, shared by every worker.
+#[derive(Debug)]
+pub struct Limiter {
+    fixed: bool,
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
+    queued: AtomicUsize,
+    notify: tokio::sync::Notify,
+    gradient: Mutex<Gradient>,
+    shed: [AtomicU64; 2],
+    shedding: AtomicBool,
+    /// Milliseconds after `born` of the last refusal.
+    last_shed: AtomicU64,
+    born: Instant,
+    /// A request queued at the router longer than this is not run.
+    budget: Duration,
+}
+
+/// The adaptive limit's measurements.
+#[derive(Debug)]
+struct Gradient {
+    limit: f64,
+    window_start: Instant,
+    sum: Duration,
+    count: u32,
+    busiest: usize,
+    /// Seconds: the best recent window mean.
+    baseline: f64,
+}
+
+impl Limiter {
+    /// A limiter: fixed at `fixed` requests, or adaptive when `None`.
+    /// `budget` is the request's whole time (`REQUEST_TIMEOUT`).
+    pub fn new(fixed: Option<usize>, budget: Duration) -> Limiter {
+        let start = fixed.unwrap_or(INITIAL_LIMIT);
+        Limiter {
+            fixed: fixed.is_some(),
+            limit: AtomicUsize::new(start),
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            notify: tokio::sync::Notify::new(),
+            gradient: Mutex::new(Gradient {
+                limit: start as f64,
+                window_start: Instant::now(),
+                sum: Duration::ZERO,
+                count: 0,
+                busiest: 0,
+                baseline: f64::INFINITY,
+            }),
+            shed: [AtomicU64::new(0), AtomicU64::new(0)],
+            shedding: AtomicBool::new(false),
+            last_shed: AtomicU64::new(0),
+            born: Instant::now(),
+            budget,
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Requests running under the limit now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused since start, for `reason`.
+    pub fn shed(&self, reason: Reason) -> u64 {
+        self.shed[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if one is free.
+    fn try_acquire(&self) -> bool {
+        let limit = self.limit();
+        let mut current = self.in_flight.load(Ordering::Relaxed);
+        loop {
+            if current >= limit {
+                return false;
+            }
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Waits up to [`QUEUE_WAIT`] for a slot, in a queue no longer than the
+    /// limit. Dropping the future leaves the queue.
+    async fn acquire_queued(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        struct Leave<'a>(&'a AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _leave = Leave(&self.queued);
+        let deadline = Instant::now() + QUEUE_WAIT;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_acquire() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || actix_rt::time::timeout(left, notified).await.is_err() {
+                return self.try_acquire();
+            }
+        }
+    }
+
+    /// Gives a slot back after a request that took `took`.
+    fn release(&self, took: Duration) {
+        let running = self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.notify.notify_one();
+        if !self.fixed {
+            self.sample(took, running);
+        }
+        if self.shedding.load(Ordering::Relaxed) {
+            let quiet = self
+                .now_ms()
+                .saturating_sub(self.last_shed.load(Ordering::Relaxed));
+            if quiet >= QUIET.as_millis() as u64 && self.shedding.swap(false, Ordering::AcqRel) {
+                log::warn!(
+                    "overload: stopped shedding ({} refused in all); limit {}",
+                    self.shed(Reason::Limit) + self.shed(Reason::QueueTime),
+                    self.limit()
+                );
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// Records a refusal: the first of a spell is logged, once.
+    fn refuse(&self, reason: Reason) -> ApiError {
+        self.shed[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.last_shed.store(self.now_ms(), Ordering::Relaxed);
+        metrics::counter!("overload_shed_total", "reason" => reason.label()).increment(1);
+        if !self.shedding.swap(true, Ordering::AcqRel) {
+            log::warn!(
+                "overload: shedding load ({}): limit {}, {} running, {} queued",
+                reason.label(),
+                self.limit(),
+                self.in_flight(),
+                self.queued()
+            );
+        }
+        let detail = match reason {
+            Reason::Limit => "the service is at capacity; retry shortly",
+            Reason::QueueTime => "the request waited too long before it reached the service",
+        };
+        ApiError::unavailable(detail, RETRY_AFTER)
+    }
+
+    /// One finished request's time, for the adaptive limit.
+    fn sample(&self, took: Duration, running: usize) {
+        let Ok(mut g) = self.gradient.try_lock() else {
+            // Another worker is updating: one sample fewer is fine.
+            return;
+        };
+        g.sum += took;
+        g.count += 1;
+        g.busiest = g.busiest.max(running);
+        if g.window_start.elapsed() < WINDOW || g.count < 5 {
+            return;
+        }
+        let mean = g.sum.as_secs_f64() / f64::from(g.count);
+        // The no-load baseline: the best mean seen, let rise by 0.5 % a
+        // window so that a service that really got slower (a bigger
+        // database) is not held to its old speed for ever, but slowly
+        // enough (about 2x a minute) that an overload does not become the
+        // norm while it lasts.
+        g.baseline = mean.min(if g.baseline.is_finite() {
+            g.baseline * BASELINE_RISE
+        } else {
+            mean
+        });
+        let baseline = g.baseline;
+        let limit = g.limit;
+        let elapsed = g.window_start.elapsed().as_secs_f64();
+        if mean > TOLERANCE * baseline {
+            // Slower than unloaded: requests queue inside. Little's law
+            // gives the concurrency this throughput needs at the unloaded
+            // time; drop to it, at most halving a window, never rising.
+            let throughput = f64::from(g.count) / elapsed;
+            let needed = throughput * baseline * TOLERANCE + limit.sqrt();
+            g.limit = needed.max(limit / 2.0).min(limit);
+        } else if g.busiest as f64 >= limit / 2.0 {
+            // As fast as unloaded, and in use: room to grow.
+            g.limit = limit + limit.sqrt();
+        }
+        g.limit = g.limit.clamp(MIN_LIMIT as f64, MAX_LIMIT as f64);
+        self.limit
+            .store(g.limit.round() as usize, Ordering::Relaxed);
+        g.window_start = Instant::now();
+        g.sum = Duration::ZERO;
+        g.count = 0;
+        g.busiest = 0;
+    }
+}
+
+/// How long the router says the request waited before it reached us, from
+/// `X-Request-Start`: milliseconds since the epoch (Heroku's), or
+/// `t=SECONDS.MILLIS` (nginx's `t=${msec}`), or micro- or nanoseconds (New
+/// Relic's convention, by magnitude).
+pub fn queue_time(value: &str, now: SystemTime) -> Option<Duration> {
+    let text = value.trim().trim_start_matches("t=");
+    let now_us = now.duration_since(UNIX_EPOCH).ok()?.as_micros() as f64;
+    let start_us = if text.contains('.') {
+        text.parse::<f64>().ok()? * 1e6
+    } else {
+        let n = text.parse::<u64>().ok()? as f64;
+        match n {
+            n if n > 1e17 => n / 1e3,
+            n if n > 1e14 => n,
+            n if n > 1e11 => n * 1e3,
+            n => n * 1e6,
+        }
+    };
+    let waited = now_us - start_us;
+    // A clock that disagrees by more than an hour is not a queue.
+    (0.0..3.6e9)
+        .contains(&waited)
+        .then(|| Duration::from_micros(waited as u64))
+}
+
+/// The middleware (see the module's documentation): the limiter, and the
+/// largest body read before admission (`MAX_BODY_BYTES`).
+#[derive(Clone)]
+pub struct Overload(pub Arc<Limiter>, pub usize);
+
+impl<S, B> Transform<S, ServiceRequest> for Overload
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Transform = OverloadService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(OverloadService {
+            service: Rc::new(service),
+            limiter: self.0.clone(),
+            max_body: self.1,
+        }))
+    }
+}
+
+/// [`Overload`] around one worker's app.
+pub struct OverloadService<S> {
+    service: Rc<S>,
+    limiter: Arc<Limiter>,
+    max_body: usize,
+}
+
+/// The declared length of a body worth reading before admission: one that
+/// fits `MAX_BODY_BYTES` (a bigger one is refused by the handler anyway).
+fn body_to_read(req: &ServiceRequest, max: usize) -> Option<usize> {
+    // A client that sent `Expect: 100-continue` waits for the go-ahead; a
+    // request the routes refuse (404, 415) must be answered without it.
+    if req.headers().contains_key(actix_web::http::header::EXPECT) {
+        return None;
+    }
+    let len: usize = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (len > 0 && len <= max).then_some(len)
+}
+
+/// Reads the whole body (`len` bytes declared) and puts it back as the
+/// request's payload, so the handler reads it from memory. Bounded by the
+/// request middleware's `REQUEST_TIMEOUT`, like any body read.
+async fn read_body(req: &mut ServiceRequest, len: usize) -> Result<(), Error> {
+    use futures_core::Stream;
+    let mut payload = req.take_payload();
+    let mut body = bytes::BytesMut::with_capacity(len);
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut payload).poll_next(cx)).await {
+        body.extend_from_slice(&chunk?);
+    }
+    req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    Ok(())
+}
+
+impl<S, B> Service<ServiceRequest> for OverloadService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = Admission<S::Future, B>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        if crate::telemetry::is_probe(req.path()) {
+            return Admission::Unlimited {
+                fut: self.service.call(req),
+            };
+        }
+        let limiter = &self.limiter;
+        let trusted = req
+            .extensions()
+            .get::<RequestInfo>()
+            .is_some_and(|i| i.client.via_trusted_proxy);
+        if trusted
+            && let Some(waited) = req
+                .headers()
+                .get("x-request-start")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| queue_time(v, SystemTime::now()))
+        {
+            metrics::histogram!("http_request_queue_seconds").record(waited.as_secs_f64());
+            if !limiter.budget.is_zero() && waited >= limiter.budget {
+                return Admission::Refused {
+                    error: Some(limiter.refuse(Reason::QueueTime).into()),
+                };
+            }
+        }
+        // A body is read before the request takes a slot: a client that
+        // uploads slowly (or never finishes) holds memory it is allowed, not
+        // capacity every other client needs.
+        let body = body_to_read(&req, self.max_body);
+        if body.is_none() && limiter.try_acquire() {
+            return Admission::Running {
+                fut: self.service.call(req),
+                permit: Some(Permit::new(limiter.clone())),
+            };
+        }
+        let service = self.service.clone();
+        let limiter = limiter.clone();
+        let mut req = req;
+        Admission::Queued {
+            fut: Box::pin(async move {
+                if let Some(len) = body {
+                    read_body(&mut req, len).await?;
+                }
+                if !limiter.try_acquire() && !limiter.acquire_queued().await {
+                    return Err(limiter.refuse(Reason::Limit).into());
+                }
+                let _permit = Permit::new(limiter.clone());
+                service.call(req).await
+            }),
+        }
+    }
+}
+
+/// A slot, given back when dropped (the response is ready, or the client
+/// went away).
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    start: Instant,
+}
+
+impl Permit {
+    fn new(limiter: Arc<Limiter>) -> Permit {
+        Permit {
+            limiter,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.release(self.start.elapsed());
+    }
+}
+
+type Queued<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
+
+pin_project_lite::pin_project! {
+    /// A request through the limit: unlimited (a probe), running with its
+    /// slot, queued for one (boxed: the rare path), or refused. Its fields
+    /// are the middleware's own.
+    #[project = AdmissionProj]
+    #[allow(missing_docs)]
+    pub enum Admission<F, B> {
+        /// A probe.
+        Unlimited { #[pin] fut: F },
+        /// Admitted at once, holding a slot.
+        Running { #[pin] fut: F, permit: Option<Permit> },
+        /// Waiting for a slot, then running.
+        Queued { fut: Queued<B> },
+        /// Refused.
+        Refused { error: Option<Error> },
+    }
+}
+
+impl<F, B> Future for Admission<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
+    type Output = Result<ServiceResponse<B>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmissionProj::Unlimited { fut } => fut.poll(cx),
+            AdmissionProj::Running { fut, permit } => {
+                let out = fut.poll(cx);
+                if out.is_ready() {
+                    drop(permit.take());
+                }
+                out
+            }
+            AdmissionProj::Queued { fut } => fut.as_mut().poll(cx),
+            AdmissionProj::Refused { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_time_reads_heroku_and_nginx_stamps() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+        // Heroku: milliseconds since the epoch.
+        assert_eq!(
+            queue_time("1700000000000", now),
+            Some(Duration::from_millis(500))
+        );
+        // nginx: t=seconds.milliseconds.
+        assert_eq!(
+            queue_time("t=1700000000.250", now),
+            Some(Duration::from_millis(250))
+        );
+        // Microseconds.
+        assert_eq!(
+            queue_time("1700000000400000", now),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(queue_time("soon", now), None);
+        assert_eq!(queue_time("1800000000000", now), None, "in the future");
+    }
+
+    #[test]
+    fn a_fixed_limit_admits_up_to_it_and_gives_slots_back() {
+        let l = Limiter::new(Some(2), Duration::from_secs(30));
+        assert!(l.try_acquire() && l.try_acquire());
+        assert!(!l.try_acquire());
+        l.release(Duration::from_millis(1));
+        assert!(l.try_acquire());
+        assert_eq!(l.limit(), 2, "a fixed limit does not move");
+    }
+
+    #[test]
+    fn the_adaptive_limit_shrinks_when_requests_slow_and_grows_when_they_do_not() {
+        let l = Limiter::new(None, Duration::from_secs(30));
+        let window = |l: &Limiter, took: Duration, running: usize| {
+            // Age the window, then a batch of samples closes it.
+            l.gradient.lock().unwrap().window_start -= WINDOW;
+            for _ in 0..5 {
+                l.sample(took, running);
+            }
+        };
+        // In use and as fast as ever: it grows.
+        window(&l, Duration::from_millis(10), INITIAL_LIMIT);
+        let grown = l.limit();
+        assert!(grown > INITIAL_LIMIT, "{grown}");
+        // Idle: no reason to grow.
+        window(&l, Duration::from_millis(10), 1);
+        assert_eq!(l.limit(), grown);
+        // Four times slower than the baseline: it shrinks, window by
+        // window, down to the floor at most.
+        let mut last = grown;
+        for _ in 0..30 {
+            window(&l, Duration::from_millis(40), last);
+            assert!(l.limit() <= last);
+            last = l.limit();
+        }
+        assert!(last < INITIAL_LIMIT, "{last}");
+        assert!(last >= MIN_LIMIT);
+    }
+}
