@@ -192,3 +192,59 @@ fn a_bad_limit_stops_the_process_naming_it() {
         assert!(err.contains("MAX_CONCURRENT_REQUESTS"), "{err}");
     }
 }
+
+#[test]
+fn a_rate_limit_answers_429_with_the_drafts_fields_per_resolved_client() {
+    // Loopback is not a trusted proxy here (it is by default on a laptop).
+    let p = spawn_binary(&[
+        ("RATE_LIMIT", "5/s;burst=5"),
+        ("TRUSTED_PROXIES", "10.255.255.255/32"),
+    ]);
+    // Each request claims another client; the peer is not a trusted proxy,
+    // so the claim is ignored and they all share one bucket.
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for i in 0..8 {
+        let xff = format!("203.0.113.{i}");
+        let res = request(
+            p.addr(),
+            "GET",
+            "/",
+            &[("X-Forwarded-For", xff.as_str())],
+            b"",
+        );
+        statuses.push(res.status);
+        if res.status == 429 {
+            limited.get_or_insert(res);
+        }
+    }
+    assert_eq!(&statuses[..5], &[200; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    let res = limited.unwrap();
+    let problem = res.assert_problem(429);
+    assert_eq!(problem["request_id"].as_str(), res.header("x-request-id"));
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert_eq!(res.header("ratelimit-policy"), Some("\"default\";q=5;w=1"));
+    assert_eq!(res.header("ratelimit"), Some("\"default\";r=0;t=1"));
+    // The probes are never limited.
+    for _ in 0..10 {
+        assert_eq!(get(p.addr(), "/healthz").status, 200);
+    }
+    // Behind a trusted proxy, each client the proxy names has its own.
+    let q = spawn_binary(&[("RATE_LIMIT", "5/s;burst=5")]);
+    for i in 0..8 {
+        let xff = format!("203.0.113.{i}");
+        let res = request(
+            q.addr(),
+            "GET",
+            "/",
+            &[("X-Forwarded-For", xff.as_str())],
+            b"",
+        );
+        assert_eq!(res.status, 200, "client {i}");
+    }
+    let (code, _, err) =
+        common::run_binary(&[], &[("RATE_LIMIT", "lots")], &scratch_dir("rate-bad"));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("RATE_LIMIT"), "{err}");
+}

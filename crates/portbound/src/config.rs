@@ -67,6 +67,7 @@ pub const VARIABLES: &[&str] = &[
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_SDK_DISABLED",
     "MAX_CONCURRENT_REQUESTS",
+    "RATE_LIMIT",
     "PORTBOUND_TEST_MIGRATIONS",
     "PORTBOUND_TEST_ROUTES",
 ];
@@ -354,6 +355,9 @@ pub struct Config {
     /// service's routes run at once; `None`: the adaptive limit
     /// ([`crate::overload`]).
     pub max_concurrent_requests: Option<usize>,
+    /// `RATE_LIMIT`: requests a client address may send (`20/s`), per
+    /// instance; `None`: no rate limit (the default).
+    pub rate_limit: Option<crate::overload::RateSetting>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Bound on a whole request, body included; zero disables it.
@@ -556,6 +560,7 @@ impl Config {
                     })
             })
             .flatten();
+        let rate_limit = r.parse_opt("RATE_LIMIT", crate::overload::RateSetting::parse);
         let pool_size = r
             .parse_opt("DATABASE_POOL_SIZE", |v| {
                 v.parse::<u32>()
@@ -677,6 +682,7 @@ impl Config {
             metrics_port,
             services,
             max_concurrent_requests,
+            rate_limit,
             #[cfg(feature = "otel")]
             otel,
             service_probe_interval,

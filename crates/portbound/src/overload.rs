@@ -38,6 +38,8 @@
 //!   `X-Request-Start` (milliseconds since the epoch) and gives up after
 //!   30 s (H12), nginx can stamp it as `t=${msec}`. It is read only from a
 //!   trusted proxy (`TRUSTED_PROXIES`), never from a client.
+//! - **A rate limit per client** (`RATE_LIMIT`, off by default): see
+//!   [`RateLimiter`].
 //! - **Visible.** `overload_limit`, `overload_queued`,
 //!   `overload_shed_total{reason}` and the queue time
 //!   (`http_request_queue_seconds`) on the metrics listener; one `warn`
@@ -54,7 +56,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::Error;
 use actix_web::HttpMessage;
+use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::error::ApiError;
 use crate::telemetry::RequestInfo;
@@ -345,17 +349,18 @@ pub fn queue_time(value: &str, now: SystemTime) -> Option<Duration> {
         .then(|| Duration::from_micros(waited as u64))
 }
 
-/// The middleware (see the module's documentation): the limiter, and the
-/// largest body read before admission (`MAX_BODY_BYTES`).
+/// The middleware (see the module's documentation): the limiter, the
+/// largest body read before admission (`MAX_BODY_BYTES`), and the
+/// per-client rate limit (`RATE_LIMIT`), if any.
 #[derive(Clone)]
-pub struct Overload(pub Arc<Limiter>, pub usize);
+pub struct Overload(pub Arc<Limiter>, pub usize, pub Option<Arc<RateLimiter>>);
 
 impl<S, B> Transform<S, ServiceRequest> for Overload
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: 'static,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
     type Transform = OverloadService<S>;
     type InitError = ();
@@ -366,6 +371,7 @@ where
             service: Rc::new(service),
             limiter: self.0.clone(),
             max_body: self.1,
+            rate: self.2.clone(),
         }))
     }
 }
@@ -375,6 +381,25 @@ pub struct OverloadService<S> {
     service: Rc<S>,
     limiter: Arc<Limiter>,
     max_body: usize,
+    rate: Option<Arc<RateLimiter>>,
+}
+
+/// A refusal as a response with the request's id, so the connection stays
+/// open and the body carries the id like every problem.
+fn refusal<B>(
+    req: ServiceRequest,
+    error: ApiError,
+    headers: &[(HeaderName, HeaderValue)],
+) -> ServiceResponse<EitherBody<B>> {
+    let id = req
+        .extensions()
+        .get::<RequestInfo>()
+        .map(|i| i.id.as_str().to_owned());
+    let mut res = error.to_response(id.as_deref());
+    for (name, value) in headers {
+        res.headers_mut().insert(name.clone(), value.clone());
+    }
+    req.into_response(res).map_into_right_body()
 }
 
 /// The declared length of a body worth reading before admission: one that
@@ -415,7 +440,7 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: 'static,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
     type Future = Admission<S::Future, B>;
 
@@ -428,6 +453,31 @@ where
             };
         }
         let limiter = &self.limiter;
+        let client = req
+            .extensions()
+            .get::<RequestInfo>()
+            .and_then(|i| i.client.ip);
+        if let Some(rate) = &self.rate
+            && let Some(ip) = client
+            && let Err(wait) = rate.take(ip, Instant::now())
+        {
+            let headers = rate.headers(wait);
+            let error = ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many requests from this client: the limit is {}",
+                    rate.describe()
+                ),
+            );
+            let error = ApiError {
+                retry_after: Some(wait.as_secs().max(1) as u32),
+                ..error
+            };
+            metrics::counter!("rate_limited_total").increment(1);
+            return Admission::Refused {
+                res: Some(refusal(req, error, &headers)),
+            };
+        }
         let trusted = req
             .extensions()
             .get::<RequestInfo>()
@@ -441,8 +491,9 @@ where
         {
             metrics::histogram!("http_request_queue_seconds").record(waited.as_secs_f64());
             if !limiter.budget.is_zero() && waited >= limiter.budget {
+                let error = limiter.refuse(Reason::QueueTime);
                 return Admission::Refused {
-                    error: Some(limiter.refuse(Reason::QueueTime).into()),
+                    res: Some(refusal(req, error, &[])),
                 };
             }
         }
@@ -465,10 +516,14 @@ where
                     read_body(&mut req, len).await?;
                 }
                 if !limiter.try_acquire() && !limiter.acquire_queued().await {
-                    return Err(limiter.refuse(Reason::Limit).into());
+                    let error = limiter.refuse(Reason::Limit);
+                    return Ok(refusal(req, error, &[]));
                 }
                 let _permit = Permit::new(limiter.clone());
-                service.call(req).await
+                service
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body)
             }),
         }
     }
@@ -496,7 +551,7 @@ impl Drop for Permit {
     }
 }
 
-type Queued<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
+type Queued<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>>>>;
 
 pin_project_lite::pin_project! {
     /// A request through the limit: unlimited (a probe), running with its
@@ -512,7 +567,7 @@ pin_project_lite::pin_project! {
         /// Waiting for a slot, then running.
         Queued { fut: Queued<B> },
         /// Refused.
-        Refused { error: Option<Error> },
+        Refused { res: Option<ServiceResponse<EitherBody<B>>> },
     }
 }
 
@@ -520,23 +575,196 @@ impl<F, B> Future for Admission<F, B>
 where
     F: Future<Output = Result<ServiceResponse<B>, Error>>,
 {
-    type Output = Result<ServiceResponse<B>, Error>;
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            AdmissionProj::Unlimited { fut } => fut.poll(cx),
+            AdmissionProj::Unlimited { fut } => fut
+                .poll(cx)
+                .map(|r| r.map(ServiceResponse::map_into_left_body)),
             AdmissionProj::Running { fut, permit } => {
                 let out = fut.poll(cx);
                 if out.is_ready() {
                     drop(permit.take());
                 }
-                out
+                out.map(|r| r.map(ServiceResponse::map_into_left_body))
             }
             AdmissionProj::Queued { fut } => fut.as_mut().poll(cx),
-            AdmissionProj::Refused { error } => {
-                Poll::Ready(Err(error.take().expect("polled after completion")))
+            AdmissionProj::Refused { res } => {
+                Poll::Ready(Ok(res.take().expect("polled after completion")))
             }
         }
+    }
+}
+
+/// `RATE_LIMIT`: a token bucket per client address (the one
+/// `TRUSTED_PROXIES` resolves, never a header a client sets), refilled at
+/// `per_window` tokens every `window`, holding at most `burst`. Per
+/// instance: N instances allow N times the rate.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_window: u32,
+    window: Duration,
+    burst: u32,
+    shards: Vec<Mutex<std::collections::HashMap<std::net::IpAddr, Bucket>>>,
+}
+
+/// One client's bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Clients remembered by one shard; with [`SHARDS`] shards, 65,536 in all.
+/// Past it, clients whose bucket has refilled (idle for a window) are
+/// forgotten first, then any: a flood of distinct addresses costs bounded
+/// memory, at worst forgetting a limited client early.
+const SHARD_CAPACITY: usize = 4096;
+const SHARDS: usize = 16;
+
+/// `RATE_LIMIT`'s value: `N/s` or `N/m`, with `;burst=B` optionally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSetting {
+    /// Requests a window.
+    pub per_window: u32,
+    /// The window, in seconds (1 or 60).
+    pub window_secs: u32,
+    /// The most a client may send at once: the bucket's size.
+    pub burst: u32,
+}
+
+impl RateSetting {
+    /// Parses `20/s`, `600/m` or `20/s;burst=40`; the error says what is
+    /// expected.
+    pub fn parse(text: &str) -> Result<RateSetting, String> {
+        let expected = || {
+            "requests per second or minute, such as 20/s or 600/m, optionally with a burst: \
+             20/s;burst=40 (each from 1 to 1000000)"
+                .to_owned()
+        };
+        let (rate, burst) = match text.split_once(';') {
+            Some((rate, extra)) => (
+                rate.trim(),
+                Some(
+                    extra
+                        .trim()
+                        .strip_prefix("burst=")
+                        .and_then(|b| b.trim().parse::<u32>().ok())
+                        .ok_or_else(expected)?,
+                ),
+            ),
+            None => (text.trim(), None),
+        };
+        let (n, unit) = rate.split_once('/').ok_or_else(expected)?;
+        let n: u32 = n.trim().parse().map_err(|_| expected())?;
+        let window_secs = match unit.trim() {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            _ => return Err(expected()),
+        };
+        let burst = burst.unwrap_or(n);
+        let ok = |v: u32| (1..=1_000_000).contains(&v);
+        if !ok(n) || !ok(burst) {
+            return Err(expected());
+        }
+        Ok(RateSetting {
+            per_window: n,
+            window_secs,
+            burst,
+        })
+    }
+}
+
+impl RateLimiter {
+    /// The limiter `setting` asks for.
+    pub fn new(setting: RateSetting) -> RateLimiter {
+        RateLimiter {
+            per_window: setting.per_window,
+            window: Duration::from_secs(u64::from(setting.window_secs)),
+            burst: setting.burst,
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(std::collections::HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        f64::from(self.per_window) / self.window.as_secs_f64()
+    }
+
+    /// `20/s`, for a message.
+    fn describe(&self) -> String {
+        let unit = if self.window.as_secs() == 1 { "s" } else { "m" };
+        format!("{}/{unit}", self.per_window)
+    }
+
+    /// Takes a token for `ip`; `Err` is how long until one is there.
+    fn take(&self, ip: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let shard = BuildHasherDefault::<DefaultHasher>::default().hash_one(ip) as usize % SHARDS;
+        let mut map = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
+        let rate = self.per_second();
+        let burst = f64::from(self.burst);
+        if !map.contains_key(&ip) && map.len() >= SHARD_CAPACITY {
+            // Forget the clients whose bucket is full again, then, if that
+            // is not an eighth of the shard, any down to seven eighths: one
+            // scan frees room for many newcomers, so a flood costs amortized
+            // constant time a request.
+            let full = |b: &Bucket| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate >= burst
+            };
+            map.retain(|_, b| !full(b));
+            let keep = SHARD_CAPACITY * 7 / 8;
+            if map.len() > keep {
+                let extra: Vec<_> = map.keys().take(map.len() - keep).copied().collect();
+                for ip in extra {
+                    map.remove(&ip);
+                }
+            }
+        }
+        let bucket = map.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let refilled =
+            bucket.tokens + now.saturating_duration_since(bucket.at).as_secs_f64() * rate;
+        bucket.tokens = refilled.min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    /// The draft's fields for a refused request (draft-ietf-httpapi-
+    /// ratelimit-headers-10, sections 3 and 4): the policy, and no quota
+    /// left until the next token, in whole seconds.
+    fn headers(&self, wait: Duration) -> Vec<(HeaderName, HeaderValue)> {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let policy = format!(
+            "\"default\";q={};w={}",
+            self.per_window,
+            self.window.as_secs()
+        );
+        let limit = format!("\"default\";r=0;t={secs}");
+        [
+            (HeaderName::from_static("ratelimit-policy"), policy),
+            (HeaderName::from_static("ratelimit"), limit),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| HeaderValue::from_str(&v).ok().map(|v| (n, v)))
+        .collect()
+    }
+
+    /// Clients remembered now.
+    pub fn clients(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }
 
@@ -564,6 +792,58 @@ mod tests {
         );
         assert_eq!(queue_time("soon", now), None);
         assert_eq!(queue_time("1800000000000", now), None, "in the future");
+    }
+
+    #[test]
+    fn rate_limit_settings_parse_and_bad_ones_say_what_is_expected() {
+        assert_eq!(
+            RateSetting::parse("20/s").unwrap(),
+            RateSetting {
+                per_window: 20,
+                window_secs: 1,
+                burst: 20
+            }
+        );
+        assert_eq!(
+            RateSetting::parse("600/m;burst=50").unwrap(),
+            RateSetting {
+                per_window: 600,
+                window_secs: 60,
+                burst: 50
+            }
+        );
+        for bad in ["20", "20/h", "0/s", "x/s", "20/s;burst=", "20/s;b=4"] {
+            assert!(RateSetting::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_client_gets_its_burst_then_the_rate_and_others_are_unaffected() {
+        let r = RateLimiter::new(RateSetting::parse("2/s;burst=3").unwrap());
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(r.take(a, t0).is_ok());
+        }
+        let wait = r.take(a, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(r.take(b, t0).is_ok(), "another client has its own bucket");
+        assert!(r.take(a, t0 + Duration::from_millis(500)).is_ok());
+        let h = r.headers(wait);
+        assert_eq!(h[0].1, "\"default\";q=2;w=1");
+        assert_eq!(h[1].1, "\"default\";r=0;t=1");
+    }
+
+    #[test]
+    fn a_flood_of_distinct_addresses_keeps_memory_bounded() {
+        let r = RateLimiter::new(RateSetting::parse("1/m").unwrap());
+        let t0 = Instant::now();
+        for i in 0..200_000u32 {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(i));
+            let _ = r.take(ip, t0);
+        }
+        assert!(r.clients() <= SHARDS * SHARD_CAPACITY, "{}", r.clients());
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn app(
         .wrap(crate::overload::Overload(
             state.overload.clone(),
             settings.max_body_bytes,
+            state.rate_limit.clone(),
         ))
         // Outermost: every response, CORS preflights included, gets its
         // request id, access line and problem body.

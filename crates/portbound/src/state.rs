@@ -152,6 +152,8 @@ pub struct AppState {
     pub app: Arc<AppParts>,
     /// The concurrency limit on the service's routes.
     pub overload: Arc<crate::overload::Limiter>,
+    /// The per-client rate limit (`RATE_LIMIT`), if one is set.
+    pub rate_limit: Option<Arc<crate::overload::RateLimiter>>,
 }
 
 impl AppState {
@@ -169,6 +171,9 @@ impl AppState {
                 config.max_concurrent_requests,
                 config.request_timeout,
             )),
+            rate_limit: config
+                .rate_limit
+                .map(|r| Arc::new(crate::overload::RateLimiter::new(r))),
             settings: Arc::new(RequestSettings {
                 trusted_proxies: config.trusted_proxies.clone(),
                 force_https: config.force_https,
