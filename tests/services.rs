@@ -608,4 +608,45 @@ mod traces {
             headers.lock().unwrap()
         );
     }
+
+    /// A collector that is not there costs no request: spans are queued and
+    /// dropped off the workers, and the drain still ends in time.
+    #[test]
+    #[ignore = "needs the examples built with --features upstreams,otel: run by .ci/run"]
+    fn a_dead_collector_costs_no_request() {
+        // A port nothing listens on.
+        let dead = format!("http://127.0.0.1:{}", common::free_port());
+        let dir = scratch_dir("traces-dead");
+        let file = dir.join("notes.sqlite3");
+        let mut notes = common::spawn_program(
+            &example("notes"),
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+                ("NOTES_SQLITE", file.to_str().unwrap()),
+                ("SHUTDOWN_TIMEOUT", "3"),
+            ],
+            &dir,
+        );
+        notes.wait_for_log("traces: exported over OTLP to");
+        let mut slowest = Duration::ZERO;
+        for i in 0..200 {
+            let started = Instant::now();
+            let res = common::post_json(
+                notes.addr(),
+                "/api/v1/notes",
+                &format!(r#"{{"title":"n{i}"}}"#),
+            );
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(res.status, 201, "{}", res.text());
+        }
+        eprintln!("200 writes with a dead collector: slowest {slowest:?}");
+        assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
+        notes.signal("TERM");
+        let (status, took) = notes.wait_exit(DEADLINE);
+        assert!(status.success(), "{}", notes.stdout());
+        // The drain (none in flight) plus the bounded last export.
+        assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    }
 }

@@ -384,12 +384,18 @@ fn shown(url: &str) -> String {
     )
 }
 
+/// The longest the last export may take after the drain: inside the 5 s
+/// margin every platform's drain leaves before its SIGKILL (2 s on Cloud
+/// Run, whose margin is 2 s, would be too long; there the spans still
+/// queued are dropped rather than the process killed mid-write).
+const FLUSH_BUDGET: Duration = Duration::from_millis(1500);
+
 /// Flushes the spans still queued and stops the exporter: after the drain,
 /// from the main thread (never a worker's runtime, which the SDK's blocking
-/// shutdown would stall).
+/// shutdown would stall), within [`FLUSH_BUDGET`].
 pub fn shutdown() {
     if let Some((provider, _)) = TRACER.get()
-        && let Err(e) = provider.shutdown()
+        && let Err(e) = provider.shutdown_with_timeout(FLUSH_BUDGET)
     {
         log::warn!("traces: the last spans were not all exported: {e}");
     }
