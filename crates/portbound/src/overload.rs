@@ -453,14 +453,13 @@ where
             };
         }
         let limiter = &self.limiter;
-        let client = req
-            .extensions()
-            .get::<RequestInfo>()
-            .and_then(|i| i.client.ip);
-        if let Some(rate) = &self.rate
-            && let Some(ip) = client
-            && let Err(wait) = rate.take(ip, Instant::now())
-        {
+        // Each check looks at the request only when it is on: the common
+        // path (no RATE_LIMIT, no X-Request-Start) reads no extension.
+        let limited = self.rate.as_ref().and_then(|rate| {
+            let ip = req.extensions().get::<RequestInfo>()?.client.ip?;
+            rate.take(ip, Instant::now()).err().map(|wait| (rate, wait))
+        });
+        if let Some((rate, wait)) = limited {
             let headers = rate.headers(wait);
             let error = ApiError::new(
                 actix_web::http::StatusCode::TOO_MANY_REQUESTS,
@@ -478,16 +477,15 @@ where
                 res: Some(refusal(req, error, &headers)),
             };
         }
-        let trusted = req
-            .extensions()
-            .get::<RequestInfo>()
-            .is_some_and(|i| i.client.via_trusted_proxy);
-        if trusted
-            && let Some(waited) = req
-                .headers()
-                .get("x-request-start")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| queue_time(v, SystemTime::now()))
+        if let Some(waited) = req
+            .headers()
+            .get("x-request-start")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| queue_time(v, SystemTime::now()))
+            && req
+                .extensions()
+                .get::<RequestInfo>()
+                .is_some_and(|i| i.client.via_trusted_proxy)
         {
             metrics::histogram!("http_request_queue_seconds").record(waited.as_secs_f64());
             if !limiter.budget.is_zero() && waited >= limiter.budget {
