@@ -392,7 +392,7 @@ const FLUSH_BUDGET: Duration = Duration::from_millis(1500);
 
 /// Flushes the spans still queued and stops the exporter: after the drain,
 /// from the main thread (never a worker's runtime, which the SDK's blocking
-/// shutdown would stall), within [`FLUSH_BUDGET`].
+/// shutdown would stall), within 1.5 s.
 pub fn shutdown() {
     if let Some((provider, _)) = TRACER.get()
         && let Err(e) = provider.shutdown_with_timeout(FLUSH_BUDGET)
