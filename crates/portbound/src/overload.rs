@@ -36,7 +36,7 @@
 //!   it queued longer than the request's whole budget (`REQUEST_TIMEOUT`)
 //!   is answered 503 without running: Heroku's router stamps
 //!   `X-Request-Start` (milliseconds since the epoch: "Heroku Headers" in
-//!   https://devcenter.heroku.com/articles/http-routing) and gives up after
+//!   <https://devcenter.heroku.com/articles/http-routing>) and gives up after
 //!   30 s (H12), nginx can stamp it as `t=${msec}`. It is read only from a
 //!   trusted proxy (`TRUSTED_PROXIES`), never from a client.
 //! - **A rate limit per client** (`RATE_LIMIT`, off by default): see
