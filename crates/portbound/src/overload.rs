@@ -87,6 +87,9 @@ const TOLERANCE: f64 = 1.5;
 const QUIET: Duration = Duration::from_secs(2);
 /// Seconds a refused client is told to wait.
 const RETRY_AFTER: u32 = 1;
+/// A prepared name: looking a header up by `&str` builds a `HeaderName`
+/// first, and for a name the `http` crate does not know that allocates.
+const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 
 /// Why a request was refused (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,7 +483,7 @@ where
         }
         if let Some(waited) = req
             .headers()
-            .get("x-request-start")
+            .get(X_REQUEST_START)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| queue_time(v, SystemTime::now()))
             && req
