@@ -17,19 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::postgres::{Cluster, PASSWORD};
-use common::{DEADLINE, Process, Response, get, request, spawn_binary};
-
-/// Polls `f` until it returns `Some`, failing after the deadline.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{DEADLINE, Process, Response, eventually, get, request, spawn_binary};
 
 /// A `SELECT count(*) ...` through psql, as a number.
 fn count(db: &Cluster, sql: &str) -> usize {

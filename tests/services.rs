@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::nginx::{nginx_conf, start_nginx};
-use common::{DEADLINE, Process, Response, example, get, request, scratch_dir};
+use common::{DEADLINE, Process, Response, eventually, example, get, request, scratch_dir};
 
 const TOKEN: &str = "s3cret-token-for-tests";
 
@@ -44,18 +44,6 @@ fn post(addr: SocketAddr, title: &str, token: Option<&str>) -> Response {
         &headers,
         format!(r#"{{"title":"{title}"}}"#).as_bytes(),
     )
-}
-
-/// Polls until `f` returns `Some`, failing after the deadline.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

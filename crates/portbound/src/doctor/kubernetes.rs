@@ -43,18 +43,8 @@ impl Doc {
 /// Checks the manifests in deploy/kubernetes/.
 pub(crate) fn check(ctx: &mut Ctx<'_>) {
     let k8s = Platform::Kubernetes.contract();
-    let Ok(entries) = std::fs::read_dir(ctx.dir().join(DIR)) else {
-        return;
-    };
-    let mut files: Vec<String> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
-        .collect();
-    files.sort();
     let mut docs = Vec::new();
-    for name in files {
-        let file = format!("{DIR}/{name}");
+    for file in super::yaml_files(ctx, DIR) {
         let Some(text) = ctx.read(&file) else {
             continue;
         };

@@ -837,6 +837,22 @@ pub(crate) fn yaml_scalar(v: &serde_norway::Value) -> Option<String> {
     }
 }
 
+/// The `*.yaml` and `*.yml` files of `dir` (relative to the directory
+/// checked), as `dir/name`, sorted; none when `dir` is absent.
+pub(crate) fn yaml_files(ctx: &Ctx<'_>, dir: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(ctx.dir().join(dir)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .map(|n| format!("{dir}/{n}"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Every document of a (possibly multi-document) YAML text.
 pub(crate) fn yaml_documents(text: &str) -> Result<Vec<serde_norway::Value>, serde_norway::Error> {
     use serde::Deserialize;

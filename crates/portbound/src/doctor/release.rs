@@ -387,18 +387,8 @@ fn container_argv(c: &Yaml) -> (Vec<String>, Form) {
 
 /// Every document of every YAML file in `dir`, with its file and index.
 fn yaml_docs(ctx: &mut Ctx<'_>, dir: &str) -> Vec<(String, String, usize, Yaml)> {
-    let Ok(entries) = std::fs::read_dir(ctx.dir().join(dir)) else {
-        return Vec::new();
-    };
-    let mut files: Vec<String> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for name in files {
-        let file = format!("{dir}/{name}");
+    for file in super::yaml_files(ctx, dir) {
         let Some(text) = ctx.read(&file) else {
             continue;
         };
