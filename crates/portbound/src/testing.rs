@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ impl Drop for ScratchDir {
 #[derive(Default)]
 struct Lines {
     lines: Mutex<Vec<String>>,
+    /// Set, under `lines`' lock, when the stream reached its end.
+    closed: AtomicBool,
     changed: Condvar,
 }
 
@@ -195,11 +197,28 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
             writer.lines.lock().unwrap().push(line);
             writer.changed.notify_all();
         }
+        let _guard = writer.lines.lock().unwrap();
+        writer.closed.store(true, Ordering::SeqCst);
+        writer.changed.notify_all();
     });
     lines
 }
 
 impl Lines {
+    /// Waits until the stream has ended (every line is in), or `within`
+    /// passes: a grandchild that inherited the pipe may hold it open.
+    fn wait_closed(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut lines = self.lines.lock().unwrap();
+        while !self.closed.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            lines = self.changed.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
     fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + DEADLINE;
         let mut lines = self.lines.lock().unwrap();
@@ -276,7 +295,13 @@ impl Process {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status, start.elapsed());
+                let elapsed = start.elapsed();
+                // The reader threads may not have drained the pipes yet:
+                // without this, a caller that reads the output at once can
+                // see none of it.
+                self.stdout.wait_closed(Duration::from_secs(5));
+                self.stderr.wait_closed(Duration::from_secs(5));
+                return (status, elapsed);
             }
             if start.elapsed() > within {
                 let _ = self.child.kill();
