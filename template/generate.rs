@@ -3,7 +3,7 @@
 //! `rustc` (the standard library only), in the new project's folder.
 //!
 //! ```text
-//! generate NAME REPOSITORY_URL RUNTIME [--drop PATH]... [--no-websocket] [--no-echo]
+//! generate NAME REPOSITORY_URL RUNTIME [--drop PATH]... [--no-websocket] [--no-echo] [--database]
 //! ```
 //!
 //! The new service keeps only what is its own: `src/main.rs`, `src/app/`,
@@ -19,7 +19,11 @@
 //! for a variable, `acme_api` for the library), while what names the runtime
 //! (`portbound::Service`, `PORTBOUND_TEST_ROUTES`, `portbound 0.2.0`) stays.
 //! `--drop` removes a path, and `--no-websocket` and `--no-echo` remove the
-//! app's examples (the echo from the spec snapshot too).
+//! app's examples (the echo from the spec snapshot too). `--database` turns
+//! the runtime's `postgres` feature on and adds a resource kept in
+//! PostgreSQL (`template/service/database/`): `src/app/notes.rs`, its
+//! `migrations/`, its test against a real PostgreSQL and the `.ci/run` step
+//! that starts one, its paths in the spec snapshot, and a README section.
 //!
 //! (cargo-generate runs a hook's command through `sh -c` with its arguments
 //! joined by spaces, so no argument may hold a space or a shell character.)
@@ -86,6 +90,37 @@ const ECHO_LINES: [(&str, &str); 4] = [
     (APP, "echo::ROUTE,"),
     (APP, "//! - `POST /api/v1/echo`"),
 ];
+/// `--database`: what it adds (from `template/service/database/`, to the
+/// service), and the lines of the app module it adds after the line that
+/// starts with the first text (or, for the last, the text it replaces).
+const DATABASE: &str = "template/service/database";
+const DATABASE_FILES: [(&str, &str); 4] = [
+    ("build.rs", "build.rs"),
+    ("notes.rs", "src/app/notes.rs"),
+    ("app_notes.rs", "tests/app_notes.rs"),
+    (
+        "migrations/20261205000000_create_notes.sql",
+        "migrations/20261205000000_create_notes.sql",
+    ),
+];
+const DATABASE_LINES: [(&str, &str); 4] = [
+    ("//! The reference service's own routes:", "//! - `/api/v1/notes`, notes kept in PostgreSQL;"),
+    ("pub mod echo;", "pub mod notes;"),
+    ("    paths(", "        notes::list, notes::create, notes::get_one, notes::update, notes::delete,"),
+    ("        // One line a route", "        notes::LIST,\n        notes::ONE,"),
+];
+const DATABASE_SERVICE: (&str, &str) = (
+    "        .configure(configure)\n}",
+    "        .configure(configure)\n        \
+     // The notes' table: applied by `migrate` in each platform's release phase;\n        \
+     // an instance is ready once it is there.\n        \
+     .migrations(sqlx::migrate!())\n        \
+     .readiness_query(\"SELECT 1 FROM notes LIMIT 1\")\n}",
+);
+/// The notes' members of the spec snapshot (`openapi.json`), each inserted
+/// before the member it precedes in the order the runtime writes them.
+const DATABASE_SPEC: &str = "template/service/database/openapi-members.txt";
+
 /// The committed spec, and what of it is the echo's: its path (a member of
 /// `paths`, 4 spaces in) and its schemas (members of `components.schemas`,
 /// 6 spaces in), as serde_json's pretty printer writes them.
@@ -149,14 +184,31 @@ fn run() -> Result<String, String> {
             format!("{{ path = \"{runtime}/vendor/actix-http\" }}"),
         )
     };
+    let database = args.iter().any(|a| a == "--database");
+    // The database's additions to the service's Cargo.toml, .ci/run and
+    // README, each a whole-line placeholder there.
+    let (features, deps, step, section) = if database {
+        let dir = root.join(DATABASE);
+        (
+            ", features = [\"postgres\"]",
+            read(dir.join("dependencies.toml"))?,
+            read(dir.join("ci-step"))?,
+            read(dir.join("README.md"))?,
+        )
+    } else {
+        ("", String::new(), String::new(), String::new())
+    };
     let fill = |text: String| {
-        text.replace("@NAME@", name)
+        text.replace("@DATABASE_DEPENDENCIES@\n", &deps)
+            .replace("@DATABASE_STEP@\n", &step)
+            .replace("@DATABASE_README@\n", &section)
+            .replace("@NAME@", name)
             .replace("@REPOSITORY@", url)
             .replace("@RUST_VERSION@", &rust_version)
             .replace("@RUNTIME_VERSION@", &format!("{OLD} {version}"))
             .replace("@RUNTIME_URL@", URL)
             .replace("@RUNTIME_TESTING@", &format!("{{ {dep}, features = [\"testing\"] }}"))
-            .replace("@RUNTIME@", &format!("{{ {dep} }}"))
+            .replace("@RUNTIME@", &format!("{{ {dep}{features} }}"))
             .replace("@PATCH@", &patch)
     };
     let service = root.join("template/service");
@@ -206,6 +258,7 @@ fn run() -> Result<String, String> {
                 strips.extend(ECHO_LINES);
                 drop_from_spec(&root.join(SPEC))?;
             }
+            "--database" => add_database(root)?,
             "--drop" => {
                 let path = rest.next().ok_or("--drop needs a path")?;
                 remove(&root.join(path))?;
@@ -220,6 +273,35 @@ fn run() -> Result<String, String> {
     Ok(format!(
         "{name}: a service on {OLD} {version}; {changed} files renamed from {OLD}"
     ))
+}
+
+/// `--database`: the notes resource, its migration and test, its lines in
+/// the app module, and its paths and schemas in the spec snapshot.
+fn add_database(root: &Path) -> Result<(), String> {
+    let from = root.join(DATABASE);
+    for (file, to) in DATABASE_FILES {
+        write(&root.join(to), &read(from.join(file))?)?;
+    }
+    let app = root.join(APP);
+    let mut text = read(&app)?;
+    for (after, line) in DATABASE_LINES {
+        text = insert_after(&text, after, line)
+            .ok_or_else(|| format!("{APP}: no line starting {after:?}"))?;
+    }
+    let (old, new) = DATABASE_SERVICE;
+    if !text.contains(old) {
+        return Err(format!("{APP}: no {old:?}"));
+    }
+    write(&app, &text.replacen(old, new, 1))?;
+    add_to_spec(&root.join(SPEC), &read(root.join(DATABASE_SPEC))?)
+}
+
+/// `text` with `line` after its first line that starts with `after`.
+fn insert_after(text: &str, after: &str, line: &str) -> Option<String> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(after))?;
+    lines.insert(at + 1, line);
+    Some(lines.join("\n") + "\n")
 }
 
 /// A name that is a Cargo package name, a DNS-1123 label (Kubernetes, Cloud
@@ -317,6 +399,34 @@ fn rename(root: &Path, name: &str, url: &str, version: &str) -> Result<usize, St
         }
     }
     Ok(changed)
+}
+
+/// Adds members to the spec snapshot: `members` holds blocks, each after a
+/// line `before INDENT KEY` naming the member (`INDENT` spaces in) that it
+/// goes before; `#` lines are comments.
+fn add_to_spec(path: &Path, members: &str) -> Result<(), String> {
+    let mut text = read(path)?;
+    let mut blocks: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in members.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(place) = line.strip_prefix("before ") {
+            let (indent, key) = place.split_once(' ').ok_or("a before line: INDENT KEY")?;
+            let indent: usize = indent.parse().map_err(|_| "a before line's INDENT")?;
+            blocks.push((format!("{}\"{key}\": {{", " ".repeat(indent)), Vec::new()));
+        } else {
+            blocks
+                .last_mut()
+                .ok_or("a member before any before line")?
+                .1
+                .push(line);
+        }
+    }
+    for (anchor, block) in blocks {
+        let at = text
+            .find(&format!("\n{anchor}\n"))
+            .ok_or_else(|| format!("{}: no member {anchor:?}", path.display()))?;
+        text.insert_str(at + 1, &(block.join("\n") + "\n"));
+    }
+    write(path, &text)
 }
 
 /// Removes the echo's members from the spec snapshot.

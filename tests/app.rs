@@ -41,6 +41,8 @@ fn every_route_the_app_serves_is_in_the_spec() {
             let documented = match method {
                 "GET" => item.get.is_some(),
                 "POST" => item.post.is_some(),
+                "PUT" => item.put.is_some(),
+                "DELETE" => item.delete.is_some(),
                 other => panic!("add {other} to this test"),
             };
             assert!(documented, "{method} {} is not in the spec", route.path);
