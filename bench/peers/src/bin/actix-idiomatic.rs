@@ -15,10 +15,17 @@
 //!   downloads a month), so this is the `middleware::from_fn` pattern from
 //!   actix-web's own docs: honour an incoming `x-request-id`, else a UUID v4,
 //!   kept in the request's extensions and set on the response;
-//! - `serde` / `serde_json`: the JSON bodies.
+//! - `serde` / `serde_json`: the JSON bodies;
+//! - `sqlx` (PostgreSQL, tokio) and `log`: with `DATABASE_URL` set, one
+//!   `PgPool` built in `main` and shared by every worker as `web::Data`, the
+//!   way Zero2Prod builds it (`PgPoolOptions`, `connect_lazy`), with
+//!   portbound's acquire timeout (2 s), for `GET /api/v1/notes/{id}`.
 //!
 //! `GET /` and `POST /api/v1/echo` answer as portbound's and
 //! examples/bare.rs's do, the echo's `request_id` being the request's id.
+//! `GET /api/v1/notes/{id}` answers as examples/notes.rs does (for
+//! bench/single-query): the note as JSON with `ETag: "<version>"`, or a 404
+//! problem document.
 //!
 //! ```sh
 //! cargo build --release --manifest-path bench/peers/Cargo.toml
@@ -26,15 +33,18 @@
 //! ```
 //!
 //! `PORT` (default 5000), `HOST` (default 127.0.0.1), `WEB_CONCURRENCY`
-//! (workers; default: the CPUs available). actix's own signal handling stops
-//! it (SIGTERM graceful, SIGINT at once).
+//! (workers; default: the CPUs available), `DATABASE_URL` (unset: no notes
+//! route), `DATABASE_POOL_SIZE` (default 5, portbound's). actix's own signal
+//! handling stops it (SIGTERM graceful, SIGINT at once).
 
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Logger, Next, from_fn};
 use actix_web::{App, Error, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
@@ -42,6 +52,8 @@ use actix_web_prom::PrometheusMetricsBuilder;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 // ---------------------------------------------------------------- request id
 
@@ -158,6 +170,75 @@ async fn echo(req: HttpRequest, body: web::Json<EchoRequest>) -> HttpResponse {
     })
 }
 
+// The note as examples/notes.rs answers it: the row as JSON, its version
+// as the ETag; a problem document (RFC 9457) for a missing one.
+
+#[derive(Serialize, sqlx::FromRow)]
+struct Note {
+    id: i64,
+    title: String,
+    body: String,
+    version: i64,
+}
+
+const ONE: &str = "SELECT id, title, body, version FROM notes WHERE id = $1";
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'static str,
+    request_id: Option<&'a str>,
+}
+
+fn problem(req: &HttpRequest, status: StatusCode, detail: &'static str) -> HttpResponse {
+    let id = req.extensions().get::<RequestId>().cloned();
+    let body = Problem {
+        kind: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        request_id: id.as_ref().map(|id| id.0.as_str()),
+    };
+    let mut res = HttpResponse::build(status);
+    res.content_type("application/problem+json");
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        res.insert_header((header::RETRY_AFTER, 1));
+    }
+    res.body(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+async fn get_note(req: HttpRequest, pool: web::Data<PgPool>, id: web::Path<i64>) -> HttpResponse {
+    let note = sqlx::query_as::<_, Note>(ONE)
+        .bind(id.into_inner())
+        .fetch_optional(pool.get_ref())
+        .await;
+    match note {
+        Ok(Some(note)) => HttpResponse::Ok()
+            .insert_header((header::ETAG, format!("\"{}\"", note.version)))
+            .json(note),
+        Ok(None) => problem(&req, StatusCode::NOT_FOUND, "no such note"),
+        Err(e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))) => {
+            log::debug!("database unavailable: {e}");
+            problem(
+                &req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; retry shortly",
+            )
+        }
+        Err(e) => {
+            log::error!("notes: {e}");
+            problem(
+                &req,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server could not complete the request",
+            )
+        }
+    }
+}
+
 // ---------------------------------------------------------------- main
 
 fn env_or<T: std::str::FromStr>(name: &str, default: impl FnOnce() -> T) -> io::Result<T> {
@@ -182,6 +263,19 @@ async fn main() -> io::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     })?;
 
+    // The Zero2Prod way: one pool, built here, shared by every worker. Lazy:
+    // the first query opens the first connection.
+    let pool = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(web::Data::new(
+            PgPoolOptions::new()
+                .max_connections(env_or("DATABASE_POOL_SIZE", || 5)?)
+                .acquire_timeout(Duration::from_secs(2))
+                .connect_lazy(url.trim())
+                .map_err(|e| io::Error::other(format!("DATABASE_URL: {e}")))?,
+        )),
+        _ => None,
+    };
+
     // One registry for every worker: the middleware is cloned into each.
     let prometheus = PrometheusMetricsBuilder::new("api")
         .endpoint("/metrics")
@@ -191,7 +285,7 @@ async fn main() -> io::Result<()> {
     let server = HttpServer::new(move || {
         // The last `wrap` is the outermost: Logger sees the response with
         // its x-request-id header; /metrics gets the headers and the id too.
-        App::new()
+        let app = App::new()
             .app_data(web::JsonConfig::default().limit(65536))
             .wrap(prometheus.clone())
             .wrap(from_fn(request_id))
@@ -210,7 +304,13 @@ async fn main() -> io::Result<()> {
                 r#"%a "%r" %s %b "%{Referer}i" "%{User-Agent}i" %{x-request-id}o %T"#,
             ))
             .route("/", web::get().to(root))
-            .route("/api/v1/echo", web::post().to(echo))
+            .route("/api/v1/echo", web::post().to(echo));
+        match &pool {
+            Some(pool) => app
+                .app_data(pool.clone())
+                .route("/api/v1/notes/{id}", web::get().to(get_note)),
+            None => app,
+        }
     })
     .workers(workers)
     .bind((host, port))?;

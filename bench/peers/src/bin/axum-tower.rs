@@ -13,10 +13,17 @@
 //!   `RUST_LOG` (default `info`);
 //! - `axum-prometheus`: Prometheus metrics (a tower layer on
 //!   `metrics-exporter-prometheus`), served on `GET /metrics`;
-//! - `serde` / `serde_json`: the JSON bodies.
+//! - `serde` / `serde_json`: the JSON bodies;
+//! - `sqlx` (PostgreSQL, tokio): with `DATABASE_URL` set, one `PgPool` in
+//!   the router's `State`, as axum's sqlx-postgres example builds it
+//!   (`PgPoolOptions`, `connect`), with portbound's acquire timeout (2 s),
+//!   for `GET /api/v1/notes/{id}`.
 //!
 //! `GET /` and `POST /api/v1/echo` answer as portbound's and
 //! examples/bare.rs's do, the echo's `request_id` being the request's id.
+//! `GET /api/v1/notes/{id}` answers as examples/notes.rs does (for
+//! bench/single-query): the note as JSON with `ETag: "<version>"`, or a 404
+//! problem document.
 //! Framework defaults stand for bad bodies: malformed JSON is a 400, a
 //! well-formed body of the wrong shape a 422, a missing content-type a 415.
 //!
@@ -26,14 +33,16 @@
 //! ```
 //!
 //! `PORT` (default 5000), `HOST` (default 127.0.0.1), `WEB_CONCURRENCY`
-//! (tokio worker threads; default: the CPUs available). SIGTERM and SIGINT
-//! stop it gracefully (in-flight requests finish).
+//! (tokio worker threads; default: the CPUs available), `DATABASE_URL`
+//! (unset: no notes route), `DATABASE_POOL_SIZE` (default 5, portbound's).
+//! SIGTERM and SIGINT stop it gracefully (in-flight requests finish).
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +52,8 @@ use axum_prometheus::PrometheusMetricLayer;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::request_id::{
@@ -145,6 +156,85 @@ async fn echo(
     .into_response()
 }
 
+// The note as examples/notes.rs answers it: the row as JSON, its version
+// as the ETag; a problem document (RFC 9457) for a missing one.
+
+#[derive(Serialize, sqlx::FromRow)]
+struct Note {
+    id: i64,
+    title: String,
+    body: String,
+    version: i64,
+}
+
+const ONE: &str = "SELECT id, title, body, version FROM notes WHERE id = $1";
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'static str,
+    request_id: Option<&'a str>,
+}
+
+fn problem(id: &RequestId, status: StatusCode, detail: &'static str) -> Response {
+    let body = Problem {
+        kind: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        request_id: id.header_value().to_str().ok(),
+    };
+    let mut res = (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+    }
+    res
+}
+
+async fn get_note(
+    State(pool): State<PgPool>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<i64>,
+) -> Response {
+    let note = sqlx::query_as::<_, Note>(ONE)
+        .bind(id)
+        .fetch_optional(&pool)
+        .await;
+    match note {
+        Ok(Some(note)) => {
+            let etag = HeaderValue::try_from(format!("\"{}\"", note.version))
+                .expect("a valid header value");
+            ([(header::ETAG, etag)], Json(note)).into_response()
+        }
+        Ok(None) => problem(&request_id, StatusCode::NOT_FOUND, "no such note"),
+        Err(e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))) => {
+            tracing::debug!("database unavailable: {e}");
+            problem(
+                &request_id,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; retry shortly",
+            )
+        }
+        Err(e) => {
+            tracing::error!("notes: {e}");
+            problem(
+                &request_id,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server could not complete the request",
+            )
+        }
+    }
+}
+
 // ---------------------------------------------------------------- main
 
 fn env_or<T: std::str::FromStr>(name: &str, default: impl FnOnce() -> T) -> io::Result<T> {
@@ -236,7 +326,24 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
         ))
         .layer(prometheus_layer);
 
+    // As axum's sqlx-postgres example: one pool, in the router's State.
+    let notes = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            let pool = PgPoolOptions::new()
+                .max_connections(env_or("DATABASE_POOL_SIZE", || 5)?)
+                .acquire_timeout(Duration::from_secs(2))
+                .connect(url.trim())
+                .await
+                .map_err(|e| io::Error::other(format!("DATABASE_URL: {e}")))?;
+            Router::new()
+                .route("/api/v1/notes/{id}", get(get_note))
+                .with_state(pool)
+        }
+        _ => Router::new(),
+    };
+
     let app = Router::new()
+        .merge(notes)
         .route("/", get(root))
         .route("/api/v1/echo", post(echo))
         .route(
