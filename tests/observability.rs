@@ -561,3 +561,14 @@ fn every_route_is_labelled_by_its_pattern() {
         assert_eq!(sample(&text, &name), Some(count), "{name}\n{text}");
     }
 }
+
+#[test]
+#[cfg(not(feature = "otel"))]
+fn a_build_without_the_exporter_says_so_when_traces_are_configured() {
+    let p = spawn_binary(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
+    let line = p.wait_for_log("has no trace exporter");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{line}");
+    // and it serves all the same
+    assert_eq!(get(p.addr(), "/healthz").status, 200);
+}

@@ -469,6 +469,20 @@ impl Service {
             eprintln!("{}: {e}", self.name);
             return ExitCode::FAILURE;
         }
+        // A build without the exporter says so, rather than send nothing
+        // while the platform's settings say traces go somewhere.
+        #[cfg(not(feature = "otel"))]
+        for variable in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            if std::env::var_os(variable).is_some_and(|v| !v.is_empty()) {
+                log::warn!(
+                    "{variable} is set, but this build has no trace exporter: nothing is \
+                     sent (build with the otel feature)"
+                );
+            }
+        }
         let name = self.name;
         let result = actix_rt::System::new().block_on(async {
             let listeners = crate::listener::bind_listeners(&config).map_err(|e| e.to_string())?;
