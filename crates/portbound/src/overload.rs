@@ -13,8 +13,9 @@
 //!   (Gradient2, Vegas): every 250 ms the mean time of the requests that
 //!   finished is compared with the best mean seen (which may rise by 0.5 %
 //!   a window, about 2x a minute, as the service changes). While it stays
-//!   within 1.5 times that and the limit is in use, the limit grows by its
-//!   square root. Past it, requests are queueing inside, and the limit
+//!   within 1.5 times that, or under [`LATENCY_FLOOR`], and the limit is in
+//!   use, the limit grows: by its square root, or by a quarter when requests
+//!   reached it. Past both, requests are queueing inside, and the limit
 //!   drops to what the measured throughput needs at the unloaded time
 //!   (Little's law), at most halving a window. It starts at
 //!   [`INITIAL_LIMIT`] and stays between [`MIN_LIMIT`] and [`MAX_LIMIT`], so
@@ -59,6 +60,7 @@ use actix_web::Error;
 use actix_web::HttpMessage;
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::error::ApiError;
@@ -83,6 +85,14 @@ const WINDOW: Duration = Duration::from_millis(250);
 const BASELINE_RISE: f64 = 1.005;
 /// How much slower than the baseline still counts as unloaded.
 const TOLERANCE: f64 = 1.5;
+/// A mean time in the service under which the limit never shrinks, however
+/// far above the baseline it is. A service whose requests wait for a pool
+/// of 10 database connections takes 10x its unloaded time under 100
+/// clients, and is doing its best work: shedding there refuses requests it
+/// would have answered in milliseconds, while no router is anywhere near
+/// giving up (Heroku's 30 s, nginx's 60 s). Queues that threaten them are
+/// seconds long, far above this.
+pub const LATENCY_FLOOR: Duration = Duration::from_millis(250);
 /// Quiet time after the last refusal before shedding counts as stopped.
 const QUIET: Duration = Duration::from_secs(2);
 /// Seconds a refused client is told to wait.
@@ -132,6 +142,8 @@ pub struct Limiter {
 struct Gradient {
     limit: f64,
     window_start: Instant,
+    /// `window_start` + [`WINDOW`]: compared, not subtracted, per request.
+    window_end: Instant,
     sum: Duration,
     count: u32,
     busiest: usize,
@@ -153,6 +165,7 @@ impl Limiter {
             gradient: Mutex::new(Gradient {
                 limit: start as f64,
                 window_start: Instant::now(),
+                window_end: Instant::now() + WINDOW,
                 sum: Duration::ZERO,
                 count: 0,
                 busiest: 0,
@@ -189,7 +202,9 @@ impl Limiter {
     /// Takes a slot if one is free.
     fn try_acquire(&self) -> bool {
         let limit = self.limit();
-        let mut current = self.in_flight.load(Ordering::Relaxed);
+        // SeqCst: see `release` (free on x86, where loads are plain and a
+        // compare-exchange is a locked instruction either way).
+        let mut current = self.in_flight.load(Ordering::SeqCst);
         loop {
             if current >= limit {
                 return false;
@@ -197,8 +212,8 @@ impl Limiter {
             match self.in_flight.compare_exchange_weak(
                 current,
                 current + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => return true,
                 Err(now) => current = now,
@@ -209,7 +224,7 @@ impl Limiter {
     /// Waits up to [`QUEUE_WAIT`] for a slot, in a queue no longer than the
     /// limit. Dropping the future leaves the queue.
     async fn acquire_queued(&self) -> bool {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit() {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.limit() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -235,12 +250,19 @@ impl Limiter {
         }
     }
 
-    /// Gives a slot back after a request that took `took`.
-    fn release(&self, took: Duration) {
-        let running = self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.notify.notify_one();
+    /// Gives a slot back after a request that started at `start`.
+    fn release(&self, start: Instant) {
+        // The one clock read of the release: the sample and the window use
+        // it (a request's admission and release read the clock once each).
+        let now = Instant::now();
+        // SeqCst, with `acquire_queued`'s: either it sees the slot, or this
+        // sees it queued and wakes it. Without waiters, no wake-up at all.
+        let running = self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_one();
+        }
         if !self.fixed {
-            self.sample(took, running);
+            self.sample(now, now.saturating_duration_since(start), running);
         }
         if self.shedding.load(Ordering::Relaxed) {
             let quiet = self
@@ -282,7 +304,7 @@ impl Limiter {
     }
 
     /// One finished request's time, for the adaptive limit.
-    fn sample(&self, took: Duration, running: usize) {
+    fn sample(&self, now: Instant, took: Duration, running: usize) {
         let Ok(mut g) = self.gradient.try_lock() else {
             // Another worker is updating: one sample fewer is fine.
             return;
@@ -290,9 +312,10 @@ impl Limiter {
         g.sum += took;
         g.count += 1;
         g.busiest = g.busiest.max(running);
-        if g.window_start.elapsed() < WINDOW || g.count < 5 {
+        if now < g.window_end || g.count < 5 {
             return;
         }
+        let elapsed = now.saturating_duration_since(g.window_start);
         let mean = g.sum.as_secs_f64() / f64::from(g.count);
         // The no-load baseline: the best mean seen, let rise by 0.5 % a
         // window so that a service that really got slower (a bigger
@@ -306,22 +329,28 @@ impl Limiter {
         });
         let baseline = g.baseline;
         let limit = g.limit;
-        let elapsed = g.window_start.elapsed().as_secs_f64();
-        if mean > TOLERANCE * baseline {
+        let elapsed = elapsed.as_secs_f64();
+        if mean > TOLERANCE * baseline && mean > LATENCY_FLOOR.as_secs_f64() {
             // Slower than unloaded: requests queue inside. Little's law
             // gives the concurrency this throughput needs at the unloaded
             // time; drop to it, at most halving a window, never rising.
             let throughput = f64::from(g.count) / elapsed;
             let needed = throughput * baseline * TOLERANCE + limit.sqrt();
             g.limit = needed.max(limit / 2.0).min(limit);
+        } else if g.busiest as f64 >= limit {
+            // Fast enough, and every slot was taken: well below what the
+            // service can do (a new instance under a closed-loop load), so
+            // a quarter more a window: 100 to 1,000 in under 3 s.
+            g.limit = limit * 1.25;
         } else if g.busiest as f64 >= limit / 2.0 {
-            // As fast as unloaded, and in use: room to grow.
+            // Fast enough, and in use: room to grow.
             g.limit = limit + limit.sqrt();
         }
         g.limit = g.limit.clamp(MIN_LIMIT as f64, MAX_LIMIT as f64);
         self.limit
             .store(g.limit.round() as usize, Ordering::Relaxed);
-        g.window_start = Instant::now();
+        g.window_start = now;
+        g.window_end = now + WINDOW;
         g.sum = Duration::ZERO;
         g.count = 0;
         g.busiest = 0;
@@ -406,12 +435,20 @@ fn refusal<B>(
     req.into_response(res).map_into_right_body()
 }
 
+/// Whether the request may carry `X-Request-Start`. With a short header
+/// list (a GET's few), one pass over the names says so for less than a
+/// hashed lookup, which the common request, without it, then skips.
+fn has_request_start(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers.len_keys() > 8 || headers.keys().any(|n| *n == X_REQUEST_START)
+}
+
 /// The declared length of a body worth reading before admission: one that
 /// fits `MAX_BODY_BYTES` (a bigger one is refused by the handler anyway).
 fn body_to_read(req: &ServiceRequest, max: usize) -> Option<usize> {
-    // A client that sent `Expect: 100-continue` waits for the go-ahead; a
-    // request the routes refuse (404, 415) must be answered without it.
-    if req.headers().contains_key(actix_web::http::header::EXPECT) {
+    // A GET or HEAD carries no body that means anything (RFC 9110 §9.3.1,
+    // §9.3.2): one that comes anyway is read by the handler, under the
+    // limit, and the common request costs no header lookup here.
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
         return None;
     }
     let len: usize = req
@@ -422,6 +459,11 @@ fn body_to_read(req: &ServiceRequest, max: usize) -> Option<usize> {
         .trim()
         .parse()
         .ok()?;
+    // A client that sent `Expect: 100-continue` waits for the go-ahead; a
+    // request the routes refuse (404, 415) must be answered without it.
+    if req.headers().contains_key(actix_web::http::header::EXPECT) {
+        return None;
+    }
     (len > 0 && len <= max).then_some(len)
 }
 
@@ -451,7 +493,8 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        if crate::telemetry::is_probe(req.path()) {
+        use crate::telemetry::layers;
+        if crate::telemetry::is_probe(req.path()) || layers::off(layers::OVERLOAD) {
             return Admission::Unlimited {
                 fut: self.service.call(req),
             };
@@ -481,10 +524,11 @@ where
                 res: Some(refusal(req, error, &headers)),
             };
         }
-        if let Some(waited) = req
-            .headers()
-            .get(X_REQUEST_START)
-            .and_then(|v| v.to_str().ok())
+        if has_request_start(req.headers())
+            && let Some(waited) = req
+                .headers()
+                .get(X_REQUEST_START)
+                .and_then(|v| v.to_str().ok())
             .and_then(|v| queue_time(v, SystemTime::now()))
             && req
                 .extensions()
@@ -549,7 +593,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.start.elapsed());
+        self.limiter.release(self.start);
     }
 }
 
@@ -853,7 +897,7 @@ mod tests {
         let l = Limiter::new(Some(2), Duration::from_secs(30));
         assert!(l.try_acquire() && l.try_acquire());
         assert!(!l.try_acquire());
-        l.release(Duration::from_millis(1));
+        l.release(Instant::now());
         assert!(l.try_acquire());
         assert_eq!(l.limit(), 2, "a fixed limit does not move");
     }
@@ -863,23 +907,34 @@ mod tests {
         let l = Limiter::new(None, Duration::from_secs(30));
         let window = |l: &Limiter, took: Duration, running: usize| {
             // Age the window, then a batch of samples closes it.
-            l.gradient.lock().unwrap().window_start -= WINDOW;
+            let mut g = l.gradient.lock().unwrap();
+            g.window_start -= WINDOW;
+            g.window_end -= WINDOW;
+            drop(g);
             for _ in 0..5 {
-                l.sample(took, running);
+                l.sample(Instant::now(), took, running);
             }
         };
-        // In use and as fast as ever: it grows.
-        window(&l, Duration::from_millis(10), INITIAL_LIMIT);
+        // In use and as fast as ever: it grows, faster when it was full.
+        window(&l, Duration::from_millis(100), INITIAL_LIMIT / 2);
         let grown = l.limit();
         assert!(grown > INITIAL_LIMIT, "{grown}");
+        window(&l, Duration::from_millis(100), grown);
+        assert_eq!(l.limit(), (grown as f64 * 1.25).round() as usize);
+        let grown = l.limit();
         // Idle: no reason to grow.
-        window(&l, Duration::from_millis(10), 1);
+        window(&l, Duration::from_millis(100), 1);
         assert_eq!(l.limit(), grown);
-        // Four times slower than the baseline: it shrinks, window by
+        // 2.4 times slower than the baseline, but under the floor: a pool
+        // queue, not an overload; the limit holds.
+        let floor = LATENCY_FLOOR.as_millis() as u64;
+        window(&l, Duration::from_millis(floor - 10), 1);
+        assert_eq!(l.limit(), grown, "shrank under {LATENCY_FLOOR:?}");
+        // Four times slower and past the floor: it shrinks, window by
         // window, down to the floor at most.
         let mut last = grown;
         for _ in 0..30 {
-            window(&l, Duration::from_millis(40), last);
+            window(&l, Duration::from_millis(400), last);
             assert!(l.limit() <= last);
             last = l.limit();
         }

@@ -376,7 +376,7 @@ const CSP_DOCS: (HeaderName, HeaderValue) = (
 /// a time, to price each. Built only with the `bench-layers` feature, and
 /// set with `PORTBOUND_BENCH_OFF` (comma-separated names below); without the
 /// feature every check is a constant `false` and compiles away.
-mod layers {
+pub(crate) mod layers {
     /// Reading or making the request id (a fixed id is used instead).
     pub const REQUEST_ID: u8 = 1;
     /// Resolving the client through trusted proxies (the peer is used).
@@ -387,16 +387,20 @@ mod layers {
     pub const GUARD: u8 = 8;
     /// Following `Connection: close` on the connection (RFC 9112 §9.6).
     pub const CONNECTION: u8 = 16;
+    /// The overload limit's admission (`crate::overload`): every request
+    /// runs at once, as a probe does.
+    pub const OVERLOAD: u8 = 32;
 
     #[cfg(feature = "bench-layers")]
     pub fn off(layer: u8) -> bool {
         use std::sync::OnceLock;
-        const NAMES: [(&str, u8); 5] = [
+        const NAMES: [(&str, u8); 6] = [
             ("request-id", REQUEST_ID),
             ("client", CLIENT),
             ("headers", HEADERS),
             ("guard", GUARD),
             ("connection", CONNECTION),
+            ("overload", OVERLOAD),
         ];
         static OFF: OnceLock<u8> = OnceLock::new();
         let off = OFF.get_or_init(|| {
@@ -409,7 +413,7 @@ mod layers {
                         eprintln!(
                             "PORTBOUND_BENCH_OFF={value:?}: {name:?} is not a layer; \
                              expected a comma-separated list of request-id, client, \
-                             headers, guard, connection"
+                             headers, guard, connection, overload"
                         );
                         std::process::exit(2);
                     }
