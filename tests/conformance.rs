@@ -562,3 +562,42 @@ fn expect_100_continue_is_answered_when_the_service_reads_the_body() {
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["body"]["message"], "hello");
 }
+
+/// What `curl --http2` sends to an `http://` URL. The server does not switch
+/// (RFC 9110 §7.8 lets it ignore `Upgrade`), with `HTTP2` off or on (on, it
+/// takes HTTP/2 with prior knowledge only), so it answers as if the header
+/// were absent: no `upgrade` connection option, and the connection kept.
+#[test]
+fn an_h2c_upgrade_is_ignored_and_the_connection_kept() {
+    for http2 in ["off", "on"] {
+        let p = spawn_binary(&[("HTTP2", http2)]);
+        let mut stream = TcpStream::connect(p.addr()).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                  Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            )
+            .unwrap();
+        let first = read_response(&mut stream).unwrap();
+        assert_eq!(first.status, 200, "HTTP2={http2}: {}", first.text());
+        assert!(
+            !first
+                .header("connection")
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .contains("upgrade"),
+            "HTTP2={http2}: connection: {:?}",
+            first.header("connection")
+        );
+        // The same connection serves the next request.
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            read_response(&mut stream).unwrap().status,
+            200,
+            "HTTP2={http2}"
+        );
+    }
+}

@@ -170,6 +170,23 @@ impl Encoder<Message<(Response<()>, BodySize)>> for Codec {
                     self.conn_type
                 };
 
+                // An upgrade the request asked for (`Connection: upgrade`)
+                // that the response does not make (anything but a 101) did
+                // not happen: RFC 9110 §7.8 lets a server ignore `Upgrade`,
+                // and the connection then goes on as without it, with no
+                // `upgrade` option naming a switch that never came.
+                if self.conn_type == ConnectionType::Upgrade
+                    && res.head().status != http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    self.conn_type = if self.version == Version::HTTP_11 {
+                        ConnectionType::KeepAlive
+                    } else {
+                        // HTTP/1.0 keeps a connection only when asked, and
+                        // the request's `keep-alive` gave way to `upgrade`.
+                        ConnectionType::Close
+                    };
+                }
+
                 // encode message
                 self.encoder.encode(
                     dst,
@@ -203,6 +220,28 @@ mod tests {
         header::{HeaderValue, UPGRADE},
         HttpMessage as _, StatusCode,
     };
+
+    #[actix_rt::test]
+    async fn an_upgrade_not_made_is_not_announced_and_keeps_the_connection() {
+        // What `curl --http2` sends to an http:// URL; answered with a 200.
+        let mut codec = Codec::default();
+        let mut request = BytesMut::from(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+             Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        );
+        codec.decode(&mut request).unwrap().unwrap();
+        assert!(codec.upgrade(), "the request asks for an upgrade");
+        let mut output = BytesMut::new();
+        codec
+            .encode(
+                Message::Item((Response::with_body(StatusCode::OK, ()), BodySize::Sized(0))),
+                &mut output,
+            )
+            .unwrap();
+        let output = std::str::from_utf8(&output).unwrap().to_ascii_lowercase();
+        assert!(!output.contains("upgrade"), "{output}");
+        assert!(codec.keep_alive(), "{output}");
+    }
 
     #[actix_rt::test]
     async fn upgrade_advertisement_preserves_keep_alive() {
