@@ -48,7 +48,7 @@ const NOT_CARRIED: [&str; 9] = [
     "bench",
     "docs",
     "deny.toml",
-    ".redocly.yaml",
+    "redocly.yaml",
     ".spectral.yaml",
     "README.md",
     ".ci/run",
