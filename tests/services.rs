@@ -614,6 +614,7 @@ mod traces {
                 ("OTEL_BSP_SCHEDULE_DELAY", "50"),
                 ("NOTES_SQLITE", file.to_str().unwrap()),
                 ("SHUTDOWN_TIMEOUT", "3"),
+                ("METRICS_PORT", "0"),
             ],
             &dir,
         );
@@ -631,6 +632,17 @@ mod traces {
         }
         eprintln!("200 writes with a dead collector: slowest {slowest:?}");
         assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
+        // What could not be sent is counted, not silently lost.
+        let metrics = common::metrics_addr(&notes);
+        let dropped = eventually("dropped spans counted", || {
+            common::sample(&common::scrape(metrics), "otel_spans_dropped_total")
+                .filter(|n| *n > 0.0)
+        });
+        eprintln!("spans dropped so far: {dropped}");
+        assert!(
+            common::sample(&common::scrape(metrics), "otel_spans_exported_total").is_none(),
+            "nothing can have been exported to a dead collector"
+        );
         notes.signal("TERM");
         let (status, took) = notes.wait_exit(DEADLINE);
         assert!(status.success(), "{}", notes.stdout());

@@ -529,7 +529,7 @@ where
                 .headers()
                 .get(X_REQUEST_START)
                 .and_then(|v| v.to_str().ok())
-            .and_then(|v| queue_time(v, SystemTime::now()))
+                .and_then(|v| queue_time(v, SystemTime::now()))
             && req
                 .extensions()
                 .get::<RequestInfo>()

@@ -47,6 +47,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             crate::database::describe_metrics();
             #[cfg(feature = "upstreams")]
             crate::upstream::describe_metrics();
+            #[cfg(feature = "otel")]
+            crate::telemetry::otel::describe_metrics();
             Some(handle)
         })
         .as_ref()

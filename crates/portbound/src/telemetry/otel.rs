@@ -352,7 +352,7 @@ pub fn init(
         )),
     };
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        .with_span_processor(BatchSpanProcessor::builder(Counted(exporter)).build())
         .with_sampler(sampler)
         .with_resource(
             Resource::builder_empty()
@@ -369,6 +369,58 @@ pub fn init(
         shown(&settings.endpoint)
     );
     Ok(())
+}
+
+/// The exporter, counting what it sends and what it drops: a dead or slow
+/// collector fails the export (after `OTEL_EXPORTER_OTLP_TIMEOUT`), and the
+/// batch is gone. The SDK's batch processor calls it from its own thread,
+/// never a worker's.
+#[derive(Debug)]
+struct Counted<E>(E);
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counted<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        match &result {
+            Ok(()) => metrics::counter!("otel_spans_exported_total").increment(spans),
+            Err(e) => {
+                metrics::counter!("otel_spans_dropped_total").increment(spans);
+                log::debug!("traces: {spans} spans not exported: {e}");
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// The exporter's counters, for the metrics listener.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "otel_spans_exported_total",
+        "Spans the OTLP collector accepted"
+    );
+    metrics::describe_counter!(
+        "otel_spans_dropped_total",
+        "Spans dropped because their export failed (the collector down, slow past \
+         OTEL_EXPORTER_OTLP_TIMEOUT, or refusing them)"
+    );
 }
 
 /// An endpoint without credentials, for the log.
