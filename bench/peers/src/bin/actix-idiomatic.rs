@@ -19,13 +19,18 @@
 //! - `sqlx` (PostgreSQL, tokio) and `log`: with `DATABASE_URL` set, one
 //!   `PgPool` built in `main` and shared by every worker as `web::Data`, the
 //!   way Zero2Prod builds it (`PgPoolOptions`, `connect_lazy`), with
-//!   portbound's acquire timeout (2 s), for `GET /api/v1/notes/{id}`.
+//!   portbound's acquire timeout (2 s), for `GET /api/v1/notes/{id}`;
+//! - `tokio` (already under actix-rt): with `PEER_TEST_ROUTES=1`, the
+//!   `Semaphore` of `GET /__test/busy`, shared by every worker as
+//!   `web::Data` like the pool.
 //!
 //! `GET /` and `POST /api/v1/echo` answer as portbound's and
 //! examples/bare.rs's do, the echo's `request_id` being the request's id.
 //! `GET /api/v1/notes/{id}` answers as examples/notes.rs does (for
 //! bench/single-query): the note as JSON with `ETag: "<version>"`, or a 404
-//! problem document.
+//! problem document. `GET /__test/busy?ms=N` (for bench/overload, only with
+//! `PEER_TEST_ROUTES=1`) answers as portbound's test route does: one of 4
+//! slots held for N ms (at most 60 s), then `{"worked_ms":N}`.
 //!
 //! ```sh
 //! cargo build --release --manifest-path bench/peers/Cargo.toml
@@ -34,7 +39,8 @@
 //!
 //! `PORT` (default 5000), `HOST` (default 127.0.0.1), `WEB_CONCURRENCY`
 //! (workers; default: the CPUs available), `DATABASE_URL` (unset: no notes
-//! route), `DATABASE_POOL_SIZE` (default 5, portbound's). actix's own signal
+//! route), `DATABASE_POOL_SIZE` (default 5, portbound's), `PEER_TEST_ROUTES`
+//! (`1`: the busy route). actix's own signal
 //! handling stops it (SIGTERM graceful, SIGINT at once).
 
 use std::fmt;
@@ -54,6 +60,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Semaphore;
 
 // ---------------------------------------------------------------- request id
 
@@ -239,6 +246,41 @@ async fn get_note(req: HttpRequest, pool: web::Data<PgPool>, id: web::Path<i64>)
     }
 }
 
+// The busy route of bench/overload, as portbound's /__test/busy
+// (crates/portbound/src/routes/testing.rs): a handler bound by a resource of
+// 4 slots, like a pool of 4 connections, each held for `ms` milliseconds.
+
+/// How many busy requests work at once.
+const BUSY_SLOTS: usize = 4;
+/// The longest a busy request may hold a slot.
+const MAX_BUSY_MS: u64 = 60_000;
+
+#[derive(Deserialize)]
+struct BusyQuery {
+    ms: u64,
+}
+
+#[derive(Serialize)]
+struct Worked {
+    worked_ms: u64,
+}
+
+async fn busy(slots: web::Data<Semaphore>, query: web::Query<BusyQuery>) -> HttpResponse {
+    let ms = query.ms.min(MAX_BUSY_MS);
+    let Ok(_slot) = slots.acquire().await else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+    HttpResponse::Ok().json(Worked { worked_ms: ms })
+}
+
+fn test_routes() -> bool {
+    matches!(
+        std::env::var("PEER_TEST_ROUTES").as_deref().map(str::trim),
+        Ok("1" | "true")
+    )
+}
+
 // ---------------------------------------------------------------- main
 
 fn env_or<T: std::str::FromStr>(name: &str, default: impl FnOnce() -> T) -> io::Result<T> {
@@ -276,6 +318,9 @@ async fn main() -> io::Result<()> {
         _ => None,
     };
 
+    // The busy route's slots, one set for every worker (bench/overload).
+    let slots = test_routes().then(|| web::Data::new(Semaphore::new(BUSY_SLOTS)));
+
     // One registry for every worker: the middleware is cloned into each.
     let prometheus = PrometheusMetricsBuilder::new("api")
         .endpoint("/metrics")
@@ -305,6 +350,12 @@ async fn main() -> io::Result<()> {
             ))
             .route("/", web::get().to(root))
             .route("/api/v1/echo", web::post().to(echo));
+        let app = match &slots {
+            Some(slots) => app
+                .app_data(slots.clone())
+                .route("/__test/busy", web::get().to(busy)),
+            None => app,
+        };
         match &pool {
             Some(pool) => app
                 .app_data(pool.clone())

@@ -17,13 +17,22 @@
 //! - `sqlx` (PostgreSQL, tokio): with `DATABASE_URL` set, one `PgPool` in
 //!   the router's `State`, as axum's sqlx-postgres example builds it
 //!   (`PgPoolOptions`, `connect`), with portbound's acquire timeout (2 s),
-//!   for `GET /api/v1/notes/{id}`.
+//!   for `GET /api/v1/notes/{id}`;
+//! - `tokio`'s `Semaphore` (in the router's `State`) for `GET /__test/busy`
+//!   with `PEER_TEST_ROUTES=1`, and `tower`'s `load_shed` and
+//!   `concurrency_limit` with axum's `HandleErrorLayer` in front of that
+//!   route with `PEER_LOAD_SHED=N` (bench/overload's `axum-tower-shed`).
 //!
 //! `GET /` and `POST /api/v1/echo` answer as portbound's and
 //! examples/bare.rs's do, the echo's `request_id` being the request's id.
 //! `GET /api/v1/notes/{id}` answers as examples/notes.rs does (for
 //! bench/single-query): the note as JSON with `ETag: "<version>"`, or a 404
-//! problem document.
+//! problem document. `GET /__test/busy?ms=N` (for bench/overload, only with
+//! `PEER_TEST_ROUTES=1`) answers as portbound's test route does: one of 4
+//! slots held for N ms (at most 60 s), then `{"worked_ms":N}`. With
+//! `PEER_LOAD_SHED=N` as well, that route (and only it) is wrapped in
+//! `ServiceBuilder::new().layer(HandleErrorLayer).load_shed()
+//! .concurrency_limit(N)`: past N at once, a request is answered 503 at once.
 //! Framework defaults stand for bad bodies: malformed JSON is a 400, a
 //! well-formed body of the wrong shape a 422, a missing content-type a 415.
 //!
@@ -34,15 +43,19 @@
 //!
 //! `PORT` (default 5000), `HOST` (default 127.0.0.1), `WEB_CONCURRENCY`
 //! (tokio worker threads; default: the CPUs available), `DATABASE_URL`
-//! (unset: no notes route), `DATABASE_POOL_SIZE` (default 5, portbound's).
+//! (unset: no notes route), `DATABASE_POOL_SIZE` (default 5, portbound's),
+//! `PEER_TEST_ROUTES` (`1`: the busy route), `PEER_LOAD_SHED` (unset: none).
 //! SIGTERM and SIGINT stop it gracefully (in-flight requests finish).
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, State};
+use axum::BoxError;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -54,7 +67,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
+use tower::load_shed::error::Overloaded;
 use tower_http::LatencyUnit;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -235,6 +250,70 @@ async fn get_note(
     }
 }
 
+// The busy route of bench/overload, as portbound's /__test/busy
+// (crates/portbound/src/routes/testing.rs): a handler bound by a resource of
+// 4 slots, like a pool of 4 connections, each held for `ms` milliseconds.
+
+/// How many busy requests work at once.
+const BUSY_SLOTS: usize = 4;
+/// The longest a busy request may hold a slot.
+const MAX_BUSY_MS: u64 = 60_000;
+
+#[derive(Deserialize)]
+struct BusyQuery {
+    ms: u64,
+}
+
+#[derive(Serialize)]
+struct Worked {
+    worked_ms: u64,
+}
+
+async fn busy(State(slots): State<Arc<Semaphore>>, Query(query): Query<BusyQuery>) -> Response {
+    let ms = query.ms.min(MAX_BUSY_MS);
+    let Ok(_slot) = slots.acquire().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(Worked { worked_ms: ms }).into_response()
+}
+
+/// `load_shed`'s refusal as a response (axum's error-handling guide).
+async fn shed_error(err: BoxError) -> (StatusCode, &'static str) {
+    if err.is::<Overloaded>() {
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded; retry shortly")
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unhandled internal error",
+        )
+    }
+}
+
+/// `GET /__test/busy` with `PEER_TEST_ROUTES=1`, behind `load_shed` +
+/// `concurrency_limit(N)` with `PEER_LOAD_SHED=N`; otherwise no route.
+fn busy_routes() -> io::Result<Router> {
+    let on = matches!(
+        std::env::var("PEER_TEST_ROUTES").as_deref().map(str::trim),
+        Ok("1" | "true")
+    );
+    if !on {
+        return Ok(Router::new());
+    }
+    let route = match env_or::<usize>("PEER_LOAD_SHED", || 0)? {
+        0 => get(busy),
+        limit => get(busy).layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(shed_error))
+                .load_shed()
+                .concurrency_limit(limit),
+        ),
+    };
+    Ok(Router::new()
+        .route("/__test/busy", route)
+        .with_state(Arc::new(Semaphore::new(BUSY_SLOTS))))
+}
+
 // ---------------------------------------------------------------- main
 
 fn env_or<T: std::str::FromStr>(name: &str, default: impl FnOnce() -> T) -> io::Result<T> {
@@ -344,6 +423,7 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
 
     let app = Router::new()
         .merge(notes)
+        .merge(busy_routes()?)
         .route("/", get(root))
         .route("/api/v1/echo", post(echo))
         .route(
