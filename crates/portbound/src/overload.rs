@@ -14,8 +14,8 @@
 //!   finished is compared with the best mean seen (which may rise by 0.5 %
 //!   a window, about 2x a minute, as the service changes). While it stays
 //!   within 1.5 times that, or under [`LATENCY_FLOOR`], and the limit is in
-//!   use, the limit grows: by its square root, or by a quarter when requests
-//!   reached it. Past both, requests are queueing inside, and the limit
+//!   use, the limit grows: by its square root, or doubles when requests
+//!   reached it (as TCP's slow start). Past both, requests are queueing inside, and the limit
 //!   drops to what the measured throughput needs at the unloaded time
 //!   (Little's law), at most halving a window. It starts at
 //!   [`INITIAL_LIMIT`] and stays between [`MIN_LIMIT`] and [`MAX_LIMIT`], so
@@ -339,9 +339,11 @@ impl Limiter {
             g.limit = needed.max(limit / 2.0).min(limit);
         } else if g.busiest as f64 >= limit {
             // Fast enough, and every slot was taken: well below what the
-            // service can do (a new instance under a closed-loop load), so
-            // a quarter more a window: 100 to 1,000 in under 3 s.
-            g.limit = limit * 1.25;
+            // service can do (a new instance meeting a thousand clients),
+            // so double it, as TCP's slow start does: 100 to 1,000 in four
+            // windows, a second. An overshoot shows as time past the floor
+            // within a window, and halves it back.
+            g.limit = limit * 2.0;
         } else if g.busiest as f64 >= limit / 2.0 {
             // Fast enough, and in use: room to grow.
             g.limit = limit + limit.sqrt();
@@ -920,7 +922,7 @@ mod tests {
         let grown = l.limit();
         assert!(grown > INITIAL_LIMIT, "{grown}");
         window(&l, Duration::from_millis(100), grown);
-        assert_eq!(l.limit(), (grown as f64 * 1.25).round() as usize);
+        assert_eq!(l.limit(), grown * 2);
         let grown = l.limit();
         // Idle: no reason to grow.
         window(&l, Duration::from_millis(100), 1);
