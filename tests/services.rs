@@ -155,6 +155,75 @@ fn notes_calls_auth_by_name_behind_nginx_with_one_request_id_and_heals() {
 // sockets.
 // ---------------------------------------------------------------------------
 
+/// An `https://` upstream: auth behind nginx with TLS, its certificate from
+/// a CA of the test's own. Trusted through `SSL_CERT_FILE`, writes go
+/// through; with the system's roots only, the handshake fails and the write
+/// is a fast 502 or 503 naming auth, never a write let through unchecked.
+#[test]
+#[ignore = "needs nginx (apt-get install nginx-light), openssl and the examples built with --features upstreams: run by .ci/run"]
+fn an_https_upstream_is_verified_against_the_trusted_roots() {
+    let dir = scratch_dir("services-tls");
+    common::tls::test_ca(&dir);
+    let auth = spawn_auth(&dir, "0");
+    let listen = common::free_port();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nevents {{}}\nhttp {{\n\
+             access_log off;\nclient_body_temp_path {d};\nproxy_temp_path {d};\n\
+             server {{\nlisten 127.0.0.1:{listen} ssl;\n\
+             ssl_certificate {d}/server.crt;\nssl_certificate_key {d}/server.key;\n\
+             location / {{ proxy_pass http://127.0.0.1:{auth}; \
+             proxy_set_header X-Request-ID $http_x_request_id; }}\n}}\n}}\n",
+            d = dir.display(),
+            auth = auth.port(),
+        ),
+    )
+    .unwrap();
+    let nginx = start_nginx(&dir);
+    let auth_url = format!("https://localhost:{listen}");
+    let ca = dir.join("ca.crt");
+    let notes_with = |trust: &[(&str, &str)], name: &str| {
+        let file = dir.join(format!("{name}.sqlite3"));
+        let mut env = vec![
+            ("NOTES_SQLITE", file.to_str().unwrap().to_owned()),
+            ("AUTH_SERVICE_URL", auth_url.clone()),
+            ("SERVICE_PROBE_INTERVAL", "1".to_owned()),
+        ];
+        env.extend(trust.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        common::spawn_program(&example("notes"), &[], &env, &dir)
+    };
+
+    let trusted = notes_with(&[("SSL_CERT_FILE", ca.to_str().unwrap())], "trusted");
+    eventually("auth up over https in notes' readiness", || {
+        (get(trusted.addr(), "/readyz").status == 200).then_some(())
+    });
+    post(trusted.addr(), "bad token", Some("nope")).assert_problem(401);
+    let created = post(trusted.addr(), "over tls", Some(TOKEN));
+    assert_eq!(created.status, 201, "{}", created.text());
+    // The request id crossed the TLS hop into auth's access log.
+    let id = created.header("x-request-id").unwrap();
+    auth.wait_for_log(&format!("request_id={id}"));
+
+    // The system's roots do not know the test's CA.
+    let untrusted = notes_with(&[], "untrusted");
+    let started = Instant::now();
+    let refused = post(untrusted.addr(), "unchecked", Some(TOKEN));
+    assert!(
+        matches!(refused.status, 502 | 503),
+        "{} {}",
+        refused.status,
+        refused.text()
+    );
+    let problem = refused.assert_problem(refused.status);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(problem["detail"].as_str().unwrap_or_default().contains("auth"), "{problem}");
+    assert!(!refused.text().contains("localhost:"), "no URL: {}", refused.text());
+    drop(nginx);
+}
+
+
 mod rules {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -9,6 +9,7 @@
 pub mod dockerfile;
 pub mod nginx;
 pub mod postgres;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -72,67 +72,7 @@ impl Cluster {
         let bin = bin_dir();
         std::fs::write(dir.join("pw"), PASSWORD).unwrap();
         if tls {
-            // A CA of the test's own, and a server certificate it signs for
-            // localhost and 127.0.0.1, so `verify-full` has something to
-            // verify against.
-            std::fs::write(
-                dir.join("server.ext"),
-                "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-            )
-            .unwrap();
-            let openssl = |args: &[&str]| {
-                check(
-                    &format!("openssl {}", args[0]),
-                    Command::new("openssl")
-                        .args(args)
-                        .current_dir(dir.path())
-                        .output(),
-                )
-            };
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=portbound test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-            ]);
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ]);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.crt",
-            ]);
+            super::tls::test_ca(&dir);
         }
         if is_root() {
             check(

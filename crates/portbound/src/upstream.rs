@@ -48,6 +48,11 @@
 //!   `upstream_request_duration_seconds{upstream}`,
 //!   `upstream_retries_total{upstream}`, `upstream_circuit_open{upstream}`.
 //!
+//! **TLS.** An `https://` upstream is verified against the system's root
+//! certificates, or those `SSL_CERT_FILE`/`SSL_CERT_DIR` name (rustls, TLS
+//! 1.2 and 1.3, aws-lc-rs); a certificate that does not verify is a
+//! connection error, never a call sent unverified.
+//!
 //! **Why one client per worker.** actix runs each worker on its own
 //! single-threaded runtime, and a pooled connection belongs to the runtime
 //! that opened it; awc's `Client` is not `Send` for that reason (actix-web
@@ -95,14 +100,61 @@ thread_local! {
 fn client() -> awc::Client {
     CLIENT.with(|c| {
         c.get_or_init(|| {
-            awc::Client::builder()
+            let builder = awc::Client::builder()
                 // The call's own deadline bounds every attempt instead.
                 .disable_timeout()
-                .add_default_header((header::USER_AGENT, crate::RUNTIME))
-                .finish()
+                .add_default_header((header::USER_AGENT, crate::RUNTIME));
+            match tls() {
+                Some(tls) => builder
+                    .connector(awc::Connector::new().rustls_0_23(tls))
+                    .finish(),
+                None => builder.finish(),
+            }
         })
         .clone()
     })
+}
+
+/// TLS for `https://` upstreams, built once per process: TLS 1.2 and 1.3
+/// on aws-lc-rs (rustls's default provider), the system's root certificates (`SSL_CERT_FILE`
+/// or `SSL_CERT_DIR` name others, as for OpenSSL: how a private CA is
+/// trusted), and ALPN offering HTTP/2 then HTTP/1.1, as awc's own default.
+/// `None` (logged once) if no provider can be set up: an `https://` call
+/// then fails as a connection error, naming the upstream.
+fn tls() -> Option<Arc<rustls::ClientConfig>> {
+    static TLS: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            log::warn!("upstreams: a root certificate could not be read: {error}");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            log::warn!(
+                "upstreams: no root certificate found (set SSL_CERT_FILE): https:// \
+                 upstreams will fail their TLS handshake"
+            );
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        match rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+        {
+            Ok(builder) => {
+                let mut config = builder
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                Some(Arc::new(config))
+            }
+            Err(e) => {
+                log::error!("upstreams: TLS cannot be set up: {e}");
+                None
+            }
+        }
+    })
+    .clone()
 }
 
 /// Every upstream of the process, built once from the configuration and
