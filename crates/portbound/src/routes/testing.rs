@@ -154,6 +154,55 @@ async fn database_pair(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `GET /` of the `bench` upstream (`BENCH_SERVICE_URL`) through the
+/// runtime's client: propagation, deadline, budget, breaker, metrics (and
+/// a client span with `otel`). `bench/tracing` prices it against
+/// [`upstream_bare`].
+#[cfg(feature = "upstreams")]
+async fn upstream_call(req: HttpRequest) -> Result<HttpResponse, crate::error::ApiError> {
+    let reply = crate::upstream::Upstreams::for_request(&req)
+        .get("bench")?
+        .get("/")
+        .send()
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": reply.status.as_u16(),
+        "bytes": reply.body.len(),
+    })))
+}
+
+/// The same call with a bare `awc` client (one per worker, as the runtime
+/// keeps its own): what a handler would do without the runtime's client.
+#[cfg(feature = "upstreams")]
+async fn upstream_bare() -> HttpResponse {
+    use std::cell::OnceCell;
+    thread_local! {
+        static BARE: OnceCell<(awc::Client, Option<String>)> = const { OnceCell::new() };
+    }
+    let (client, url) = BARE.with(|c| {
+        c.get_or_init(|| {
+            let url = std::env::var("BENCH_SERVICE_URL")
+                .ok()
+                .map(|u| format!("{}/", u.trim_end_matches('/')));
+            (awc::Client::default(), url)
+        })
+        .clone()
+    });
+    let Some(url) = url else {
+        return HttpResponse::InternalServerError().body("BENCH_SERVICE_URL is not set");
+    };
+    match client.get(url).send().await {
+        Ok(mut res) => match res.body().await {
+            Ok(body) => HttpResponse::Ok().json(serde_json::json!({
+                "status": res.status().as_u16(),
+                "bytes": body.len(),
+            })),
+            Err(_) => HttpResponse::BadGateway().finish(),
+        },
+        Err(_) => HttpResponse::BadGateway().finish(),
+    }
+}
+
 /// Mounts the test routes (and warns, once, that they are on).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     log::warn!("test routes are enabled (PORTBOUND_TEST_ROUTES); never do this in production");
@@ -164,6 +213,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     #[cfg(feature = "postgres")]
     cfg.route("/__test/db", web::get().to(database))
         .route("/__test/db/pair", web::post().to(database_pair));
+    #[cfg(feature = "upstreams")]
+    cfg.route("/__test/upstream", web::get().to(upstream_call))
+        .route("/__test/upstream/bare", web::get().to(upstream_bare));
     // A resource of its own, with a 405 and `Allow` for other methods, like
     // the app's routes.
     super::Route {
