@@ -217,12 +217,25 @@ fn an_https_upstream_is_verified_against_the_trusted_roots() {
         refused.text()
     );
     let problem = refused.assert_problem(refused.status);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(problem["detail"].as_str().unwrap_or_default().contains("auth"), "{problem}");
-    assert!(!refused.text().contains("localhost:"), "no URL: {}", refused.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("auth"),
+        "{problem}"
+    );
+    assert!(
+        !refused.text().contains("localhost:"),
+        "no URL: {}",
+        refused.text()
+    );
     drop(nginx);
 }
-
 
 mod rules {
     use std::sync::Arc;

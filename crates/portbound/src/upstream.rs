@@ -122,8 +122,7 @@ fn client() -> awc::Client {
 /// `None` (logged once) if no provider can be set up: an `https://` call
 /// then fails as a connection error, naming the upstream.
 fn tls() -> Option<Arc<rustls::ClientConfig>> {
-    static TLS: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
-        std::sync::OnceLock::new();
+    static TLS: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> = std::sync::OnceLock::new();
     TLS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         for error in &found.errors {
@@ -142,9 +141,7 @@ fn tls() -> Option<Arc<rustls::ClientConfig>> {
             .with_safe_default_protocol_versions()
         {
             Ok(builder) => {
-                let mut config = builder
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
+                let mut config = builder.with_root_certificates(roots).with_no_client_auth();
                 config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
                 Some(Arc::new(config))
             }
