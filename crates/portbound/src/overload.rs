@@ -337,7 +337,9 @@ impl Limiter {
             let throughput = f64::from(g.count) / elapsed;
             let needed = throughput * baseline * TOLERANCE + limit.sqrt();
             g.limit = needed.max(limit / 2.0).min(limit);
-        } else if g.busiest as f64 >= limit {
+        } else if g.busiest >= self.limit() {
+            // (Against the limit `try_acquire` enforces, the rounded one:
+            // `busiest` never passes it.)
             // Fast enough, and every slot was taken: well below what the
             // service can do (a new instance meeting a thousand clients),
             // so double it, as TCP's slow start does: 100 to 1,000 in four
@@ -923,6 +925,12 @@ mod tests {
         assert!(grown > INITIAL_LIMIT, "{grown}");
         window(&l, Duration::from_millis(100), grown);
         assert_eq!(l.limit(), grown * 2);
+        // From a limit with a fraction under a half (120.4, enforced as
+        // 120): every enforced slot taken doubles it too.
+        l.gradient.lock().unwrap().limit = 120.4;
+        l.limit.store(120, Ordering::Relaxed);
+        window(&l, Duration::from_millis(100), 120);
+        assert_eq!(l.limit(), 241, "120.4 doubled");
         let grown = l.limit();
         // Idle: no reason to grow.
         window(&l, Duration::from_millis(100), 1);
