@@ -600,4 +600,16 @@ fn an_h2c_upgrade_is_ignored_and_the_connection_kept() {
             "HTTP2={http2}"
         );
     }
+    // With keep-alive off, the ignored upgrade does not keep the connection
+    // either: answered, then closed.
+    let p = spawn_binary(&[("KEEP_ALIVE", "0")]);
+    let (reply, closed) = exchange_until_closed(
+        p.addr(),
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    );
+    let all = responses(&reply);
+    assert!(all[0].0.starts_with("200"), "{reply}");
+    assert!(!all[0].1.contains("upgrade"), "{reply}");
+    assert!(closed, "KEEP_ALIVE=0 left the connection open: {reply}");
 }

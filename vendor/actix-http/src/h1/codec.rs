@@ -178,11 +178,15 @@ impl Encoder<Message<(Response<()>, BodySize)>> for Codec {
                 if self.conn_type == ConnectionType::Upgrade
                     && res.head().status != http::StatusCode::SWITCHING_PROTOCOLS
                 {
-                    self.conn_type = if self.version == Version::HTTP_11 {
+                    self.conn_type = if self.version == Version::HTTP_11
+                        && self.flags.contains(Flags::KEEP_ALIVE_ENABLED)
+                    {
                         ConnectionType::KeepAlive
                     } else {
-                        // HTTP/1.0 keeps a connection only when asked, and
-                        // the request's `keep-alive` gave way to `upgrade`.
+                        // Keep-alive is off in the server's config, or this
+                        // is HTTP/1.0, which keeps a connection only when
+                        // asked, and the request's `keep-alive` gave way to
+                        // `upgrade`.
                         ConnectionType::Close
                     };
                 }
