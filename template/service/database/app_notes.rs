@@ -83,6 +83,26 @@ fn notes_migrate_once_then_live_in_postgres_across_restarts_and_instances() {
     assert_eq!(updated.status, 200, "{}", updated.text());
     assert_eq!(updated.header("etag"), Some("\"2\""));
     send(a.addr(), "PUT", &location, &[("If-Match", "\"1\"")], edit).assert_problem(412);
+    // Strong comparison: a weak tag never matches; a list matches by any.
+    send(a.addr(), "PUT", &location, &[("If-Match", "W/\"2\"")], edit).assert_problem(412);
+    let listed = send(
+        a.addr(),
+        "PUT",
+        &location,
+        &[("If-Match", "\"1\", \"2\"")],
+        edit,
+    );
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.header("etag"), Some("\"3\""));
+    // NUL is the client's mistake (PostgreSQL's text cannot hold it).
+    send(
+        a.addr(),
+        "POST",
+        "/api/v1/notes",
+        &[],
+        r#"{"title":"a\u0000b"}"#,
+    )
+    .assert_problem(422);
 
     // A second instance on the same database sees the write: scale-out.
     let b = binary(&[]);
@@ -100,4 +120,8 @@ fn notes_migrate_once_then_live_in_postgres_across_restarts_and_instances() {
     send(c.addr(), "DELETE", &location, &[("If-Match", "\"1\"")], "").assert_problem(412);
     assert_eq!(send(c.addr(), "DELETE", &location, &[], "").status, 204);
     get(b.addr(), &location).assert_problem(404);
+    // Gone: with If-Match the precondition fails (412), without it 404.
+    send(c.addr(), "PUT", &location, &[("If-Match", "*")], edit).assert_problem(412);
+    send(c.addr(), "DELETE", &location, &[("If-Match", "\"3\"")], "").assert_problem(412);
+    send(c.addr(), "DELETE", &location, &[], "").assert_problem(404);
 }

@@ -60,6 +60,14 @@ impl NoteInput {
         if self.body.chars().count() > 10_000 {
             return Err(rule("/body", "body must be at most 10,000 characters long"));
         }
+        // PostgreSQL's text cannot hold NUL (SQLSTATE 22021): refused here,
+        // as the client's mistake, not stored as the server's.
+        if self.title.contains('\0') {
+            return Err(rule("/title", "title must not contain NUL (U+0000)"));
+        }
+        if self.body.contains('\0') {
+            return Err(rule("/body", "body must not contain NUL (U+0000)"));
+        }
         Ok(())
     }
 }
@@ -106,6 +114,7 @@ const PAGE: &str = "SELECT id, title, body, version FROM notes WHERE id > $1 ORD
 const INSERT: &str =
     "INSERT INTO notes (title, body) VALUES ($1, $2) RETURNING id, title, body, version";
 const SELECT_ONE: &str = "SELECT id, title, body, version FROM notes WHERE id = $1";
+const DELETE: &str = "DELETE FROM notes WHERE id = $1";
 const UPDATE: &str = "UPDATE notes SET title = $1, body = $2, version = version + 1 \
                       WHERE id = $3 RETURNING id, title, body, version";
 
@@ -148,20 +157,50 @@ fn with_etag(mut builder: actix_web::HttpResponseBuilder, note: &Note) -> HttpRe
         .json(note)
 }
 
-/// The version an `If-Match` names: `None` when absent, `Some(None)` for `*`.
-fn if_match(req: &HttpRequest) -> Result<Option<Option<i64>>, ApiError> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or_default().trim();
-    if text == "*" {
-        return Ok(Some(None));
+/// What an `If-Match` asks (RFC 9110 §13.1.1): nothing (absent), any
+/// current note (`*`), or one of these versions. Entity tags are compared
+/// strongly: a weak one (`W/"1"`) never matches.
+enum Precondition {
+    Absent,
+    Any,
+    Versions(Vec<i64>),
+}
+
+impl Precondition {
+    /// Whether a note at `version` (or none) meets it.
+    fn met_by(&self, version: Option<i64>) -> bool {
+        match (self, version) {
+            (Precondition::Absent, _) => true,
+            (_, None) => false,
+            (Precondition::Any, Some(_)) => true,
+            (Precondition::Versions(v), Some(version)) => v.contains(&version),
+        }
     }
-    text.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse::<i64>()
-        .map(|v| Some(Some(v)))
-        .map_err(|_| ApiError::bad_request("If-Match must be a note's ETag (\"<version>\") or *"))
+}
+
+fn if_match(req: &HttpRequest) -> Result<Precondition, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(Precondition::Absent);
+    };
+    let bad = || ApiError::bad_request("If-Match must be * or a list of ETags (\"<version>\")");
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(Precondition::Any);
+    }
+    let mut versions = Vec::new();
+    for tag in text.split(',').map(str::trim) {
+        let weak = tag.starts_with("W/");
+        let opaque = tag
+            .trim_start_matches("W/")
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .ok_or_else(bad)?;
+        // A weak tag, or one this service never sent, matches no note.
+        if let (false, Ok(version)) = (weak, opaque.parse::<i64>()) {
+            versions.push(version);
+        }
+    }
+    Ok(Precondition::Versions(versions))
 }
 
 /// A page of notes.
@@ -279,10 +318,8 @@ enum Outcome {
     request_body(content = NoteInput, content_type = "application/json"),
     responses(
         (status = 200, description = "The note, its version raised", body = Note),
-        (status = 404, description = "No such note", body = ProblemDetails,
-            content_type = "application/problem+json"),
-        (status = 412, description = "The note changed since it was read", body = ProblemDetails,
-            content_type = "application/problem+json"),
+        (status = 412, description = "The note changed or went since it was read",
+            body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "The note breaks a rule", body = ProblemDetails,
             content_type = "application/problem+json"),
         (status = 428, description = "No If-Match", body = ProblemDetails,
@@ -296,13 +333,14 @@ pub async fn update(
     input: web::Json<NoteInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let Some(wanted) = if_match(&req)? else {
+    let wanted = if_match(&req)?;
+    if let Precondition::Absent = wanted {
         return Err(ApiError::new(
             StatusCode::PRECONDITION_REQUIRED,
             "send If-Match with the note's ETag, so a change made since you read it is not \
              overwritten",
         ));
-    };
+    }
     let input = input.into_inner();
     input.validate()?;
     let NoteInput { title, body } = input;
@@ -315,17 +353,19 @@ pub async fn update(
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let outcome = match (version, wanted) {
-                (None, _) => Outcome::Missing,
-                (Some(v), Some(w)) if v != w => Outcome::Stale,
-                (Some(_), _) => Outcome::Done(Some(
+            // If-Match on a note that is gone fails too (412), as RFC 9110
+            // §13.1.1 says: it was deleted since the client read it.
+            let outcome = if !wanted.met_by(version) {
+                Outcome::Stale
+            } else {
+                Outcome::Done(Some(
                     sqlx::query_as(UPDATE)
                         .bind(title)
                         .bind(body)
                         .bind(id)
                         .fetch_one(&mut *tx)
                         .await?,
-                )),
+                ))
             };
             tx.commit().await?;
             Ok(outcome)
@@ -335,7 +375,7 @@ pub async fn update(
     finish(outcome)
 }
 
-/// Deletes a note (only the version `If-Match` names, when it is sent).
+/// Deletes a note (only a version `If-Match` names, when it is sent).
 #[utoipa::path(
     delete,
     path = "/api/v1/notes/{id}",
@@ -343,10 +383,10 @@ pub async fn update(
     params(("id" = i64, Path, description = "The note's id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such note", body = ProblemDetails,
+        (status = 404, description = "No such note (without If-Match)", body = ProblemDetails,
             content_type = "application/problem+json"),
-        (status = 412, description = "The note changed since it was read", body = ProblemDetails,
-            content_type = "application/problem+json")
+        (status = 412, description = "The note changed or went since it was read",
+            body = ProblemDetails, content_type = "application/problem+json")
     )
 )]
 pub async fn delete(
@@ -355,29 +395,26 @@ pub async fn delete(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let wanted = if_match(&req)?.flatten();
+    let wanted = if_match(&req)?;
     let outcome =
         db.0.run(move |mut conn| async move {
-            let deleted: Option<i64> = sqlx::query_scalar(
-                "DELETE FROM notes WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) \
-                 RETURNING id",
-            )
-            .bind(id)
-            .bind(wanted)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if deleted.is_some() {
-                return Ok(Outcome::Done(None));
-            }
-            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM notes WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            Ok(if exists.is_some() {
-                Outcome::Stale
-            } else {
-                Outcome::Missing
-            })
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let version: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM notes WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let outcome = match (version, &wanted) {
+                // No note and no precondition: nothing to delete.
+                (None, Precondition::Absent) => Outcome::Missing,
+                _ if !wanted.met_by(version) => Outcome::Stale,
+                _ => {
+                    sqlx::query(DELETE).bind(id).execute(&mut *tx).await?;
+                    Outcome::Done(None)
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
         })
         .await
         .map_err(stored)?;
