@@ -207,7 +207,13 @@ fn an_https_upstream_is_verified_against_the_trusted_roots() {
     auth.wait_for_log(&format!("request_id={id}"));
 
     // The system's roots do not know the test's CA.
-    let untrusted = notes_with(&[], "untrusted");
+    let untrusted = notes_with(
+        &[
+            ("SSL_CERT_FILE", common::UNSET),
+            ("SSL_CERT_DIR", common::UNSET),
+        ],
+        "untrusted",
+    );
     let started = Instant::now();
     let refused = post(untrusted.addr(), "unchecked", Some(TOKEN));
     assert!(

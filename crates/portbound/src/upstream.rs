@@ -93,23 +93,29 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 thread_local! {
-    /// This worker's client (see the module's note on runtimes).
+    /// This worker's clients (see the module's note on runtimes): one for
+    /// `http://`, and one with TLS, made on the first `https://` call, so a
+    /// service that calls none never reads a root certificate.
     static CLIENT: OnceCell<awc::Client> = const { OnceCell::new() };
+    static TLS_CLIENT: OnceCell<awc::Client> = const { OnceCell::new() };
 }
 
-fn client() -> awc::Client {
-    CLIENT.with(|c| {
-        c.get_or_init(|| {
-            let builder = awc::Client::builder()
-                // The call's own deadline bounds every attempt instead.
-                .disable_timeout()
-                .add_default_header((header::USER_AGENT, crate::RUNTIME));
-            match tls() {
-                Some(tls) => builder
-                    .connector(awc::Connector::new().rustls_0_23(tls))
-                    .finish(),
-                None => builder.finish(),
-            }
+fn client(url: &url::Url) -> awc::Client {
+    let builder = || {
+        awc::Client::builder()
+            // The call's own deadline bounds every attempt instead.
+            .disable_timeout()
+            .add_default_header((header::USER_AGENT, crate::RUNTIME))
+    };
+    if url.scheme() != "https" {
+        return CLIENT.with(|c| c.get_or_init(|| builder().finish()).clone());
+    }
+    TLS_CLIENT.with(|c| {
+        c.get_or_init(|| match tls() {
+            Some(tls) => builder()
+                .connector(awc::Connector::new().rustls_0_23(tls))
+                .finish(),
+            None => builder().finish(),
         })
         .clone()
     })
@@ -118,7 +124,8 @@ fn client() -> awc::Client {
 /// TLS for `https://` upstreams, built once per process: TLS 1.2 and 1.3
 /// on aws-lc-rs (rustls's default provider), the system's root certificates (`SSL_CERT_FILE`
 /// or `SSL_CERT_DIR` name others, as for OpenSSL: how a private CA is
-/// trusted), and ALPN offering HTTP/2 then HTTP/1.1, as awc's own default.
+/// trusted; they replace the system's, so a bundle must hold both to trust
+/// both), and ALPN offering HTTP/2 then HTTP/1.1, as awc's own default.
 /// `None` (logged once) if no provider can be set up: an `https://` call
 /// then fails as a connection error, naming the upstream.
 fn tls() -> Option<Arc<rustls::ClientConfig>> {
@@ -179,7 +186,12 @@ impl Registry {
                 metrics::gauge!("upstream_circuit_open", "upstream" => s.name.clone()).set(0.0);
                 (s.name.clone(), Arc::new(entry))
             })
-            .collect();
+            .collect::<BTreeMap<_, _>>();
+        // The root certificates are read here, once, at start, rather than
+        // on a worker at the first https:// call.
+        if upstreams.values().any(|e| e.base.scheme() == "https") {
+            let _ = tls();
+        }
         Registry { upstreams }
     }
 }
@@ -720,7 +732,7 @@ impl Call {
         limit: Duration,
         trace: Option<&[(HeaderName, HeaderValue)]>,
     ) -> Result<Reply, Failure> {
-        let mut request = client()
+        let mut request = client(&self.url)
             .request(self.method.clone(), self.url.as_str())
             .timeout(limit);
         if let Some(value) = &self.context.request_id {

@@ -391,7 +391,12 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
             Ok(()) => metrics::counter!("otel_spans_exported_total").increment(spans),
             Err(e) => {
                 metrics::counter!("otel_spans_dropped_total").increment(spans);
-                log::debug!("traces: {spans} spans not exported: {e}");
+                // The exporter's error may quote the endpoint: its
+                // credentials are taken out first.
+                log::debug!(
+                    "traces: {spans} spans not exported: {}",
+                    crate::backing::redact_credentials(&e.to_string())
+                );
             }
         }
         result
