@@ -348,11 +348,7 @@ pub async fn update(
     let outcome =
         db.0.run(move |mut conn| async move {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let version: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM notes WHERE id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let version = locked_version(&mut tx, id).await?;
             // If-Match on a note that is gone fails too (412), as RFC 9110
             // §13.1.1 says: it was deleted since the client read it.
             let outcome = if !wanted.met_by(version) {
@@ -399,11 +395,7 @@ pub async fn delete(
     let outcome =
         db.0.run(move |mut conn| async move {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let version: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM notes WHERE id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let version = locked_version(&mut tx, id).await?;
             let outcome = match (version, &wanted) {
                 // No note and no precondition: nothing to delete.
                 (None, Precondition::Absent) => Outcome::Missing,
@@ -419,6 +411,18 @@ pub async fn delete(
         .await
         .map_err(stored)?;
     finish(outcome)
+}
+
+/// The note's version, its row locked until the transaction ends, so the
+/// precondition checked and the write that follows agree.
+async fn locked_version(
+    conn: &mut sqlx::PgConnection,
+    id: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM notes WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 fn finish(outcome: Outcome) -> Result<HttpResponse, ApiError> {
