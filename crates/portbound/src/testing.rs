@@ -458,7 +458,7 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
         if let Some(i) = find(&buf, b"\r\n\r\n") {
             break i;
         }
-        let n = stream.read(&mut chunk)?;
+        let n = read_some(stream, &mut chunk)?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -486,7 +486,7 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
     {
         Some(len) => {
             while body.len() < len {
-                let n = stream.read(&mut chunk)?;
+                let n = read_some(stream, &mut chunk)?;
                 if n == 0 {
                     break;
                 }
@@ -502,6 +502,18 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
         headers,
         body,
     })
+}
+
+/// `read`, again when a signal interrupted it (EINTR), as `read_exact` and
+/// `read_to_end` do: a test process whose in-process servers installed
+/// signal handlers can see one in the middle of a read.
+fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
