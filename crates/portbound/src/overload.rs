@@ -22,6 +22,11 @@
 //!   it needs no tuning on one CPU or two. `MAX_CONCURRENT_REQUESTS=N`
 //!   fixes it instead, for a service whose capacity is known (a pool of N
 //!   database connections).
+//! - **Timed by sampling.** A busy instance times one request in every
+//!   2, 4 or 8 (as many as keep [`SAMPLES_PER_WINDOW`] a window), a quiet
+//!   one every request: the mean of a sample is the mean, and a request that
+//!   is not timed costs two atomic operations and no clock read. A fixed
+//!   limit times nothing.
 //! - **A body is read first.** A request with a body that fits
 //!   `MAX_BODY_BYTES` is read whole before it takes a slot, so a client
 //!   that uploads slowly holds memory it is allowed, not capacity every
@@ -52,7 +57,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -93,6 +98,12 @@ const TOLERANCE: f64 = 1.5;
 /// giving up (Heroku's 30 s, nginx's 60 s). Queues that threaten them are
 /// seconds long, far above this.
 pub const LATENCY_FLOOR: Duration = Duration::from_millis(250);
+/// The samples a window aims for: enough for its mean to hold, few enough
+/// that a busy instance reads the clock for one request in
+/// [`MAX_SAMPLE_EVERY`].
+pub const SAMPLES_PER_WINDOW: u32 = 16;
+/// The sparsest sampling: one request in this many is timed.
+pub const MAX_SAMPLE_EVERY: u32 = 8;
 /// Quiet time after the last refusal before shedding counts as stopped.
 const QUIET: Duration = Duration::from_secs(2);
 /// Seconds a refused client is told to wait.
@@ -128,6 +139,9 @@ pub struct Limiter {
     queued: AtomicUsize,
     notify: tokio::sync::Notify,
     gradient: Mutex<Gradient>,
+    /// One request in this many is timed (a power of two; see
+    /// [`SAMPLES_PER_WINDOW`]).
+    sample_every: AtomicU32,
     shed: [AtomicU64; 2],
     shedding: AtomicBool,
     /// Milliseconds after `born` of the last refusal.
@@ -145,7 +159,11 @@ struct Gradient {
     /// `window_start` + [`WINDOW`]: compared, not subtracted, per request.
     window_end: Instant,
     sum: Duration,
+    /// Requests timed this window.
     count: u32,
+    /// Requests finished this window, estimated: each timed one stands for
+    /// the `sample_every` in force when it started.
+    finished: u32,
     busiest: usize,
     /// Seconds: the best recent window mean.
     baseline: f64,
@@ -168,9 +186,11 @@ impl Limiter {
                 window_end: Instant::now() + WINDOW,
                 sum: Duration::ZERO,
                 count: 0,
+                finished: 0,
                 busiest: 0,
                 baseline: f64::INFINITY,
             }),
+            sample_every: AtomicU32::new(1),
             shed: [AtomicU64::new(0), AtomicU64::new(0)],
             shedding: AtomicBool::new(false),
             last_shed: AtomicU64::new(0),
@@ -250,19 +270,32 @@ impl Limiter {
         }
     }
 
-    /// Gives a slot back after a request that started at `start`.
-    fn release(&self, start: Instant) {
-        // The one clock read of the release: the sample and the window use
-        // it (a request's admission and release read the clock once each).
-        let now = Instant::now();
+    /// Whether the request a worker admits next is timed: its weight (the
+    /// requests it stands for), or `None`. `tick` is the worker's own count.
+    fn timing(&self, tick: &std::cell::Cell<u32>) -> Option<u32> {
+        if self.fixed {
+            return None;
+        }
+        let every = self.sample_every.load(Ordering::Relaxed);
+        let n = tick.get().wrapping_add(1);
+        tick.set(n);
+        (n & (every - 1) == 0).then_some(every)
+    }
+
+    /// Gives a slot back; `timed` is when a timed request started, and
+    /// its weight.
+    fn release(&self, timed: Option<(Instant, u32)>) {
         // SeqCst, with `acquire_queued`'s: either it sees the slot, or this
         // sees it queued and wakes it. Without waiters, no wake-up at all.
         let running = self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.queued.load(Ordering::SeqCst) > 0 {
             self.notify.notify_one();
         }
-        if !self.fixed {
-            self.sample(now, now.saturating_duration_since(start), running);
+        if let Some((start, weight)) = timed {
+            // The one clock read of a timed release: the sample and the
+            // window use it.
+            let now = Instant::now();
+            self.sample(now, now.saturating_duration_since(start), running, weight);
         }
         if self.shedding.load(Ordering::Relaxed) {
             let quiet = self
@@ -303,14 +336,16 @@ impl Limiter {
         ApiError::unavailable(detail, RETRY_AFTER)
     }
 
-    /// One finished request's time, for the adaptive limit.
-    fn sample(&self, now: Instant, took: Duration, running: usize) {
+    /// One finished request's time, for the adaptive limit; it stands for
+    /// `weight` requests.
+    fn sample(&self, now: Instant, took: Duration, running: usize, weight: u32) {
         let Ok(mut g) = self.gradient.try_lock() else {
             // Another worker is updating: one sample fewer is fine.
             return;
         };
         g.sum += took;
         g.count += 1;
+        g.finished = g.finished.saturating_add(weight);
         g.busiest = g.busiest.max(running);
         if now < g.window_end || g.count < 5 {
             return;
@@ -334,7 +369,7 @@ impl Limiter {
             // Slower than unloaded: requests queue inside. Little's law
             // gives the concurrency this throughput needs at the unloaded
             // time; drop to it, at most halving a window, never rising.
-            let throughput = f64::from(g.count) / elapsed;
+            let throughput = f64::from(g.finished) / elapsed;
             let needed = throughput * baseline * TOLERANCE + limit.sqrt();
             g.limit = needed.max(limit / 2.0).min(limit);
         } else if g.busiest >= self.limit() {
@@ -353,10 +388,17 @@ impl Limiter {
         g.limit = g.limit.clamp(MIN_LIMIT as f64, MAX_LIMIT as f64);
         self.limit
             .store(g.limit.round() as usize, Ordering::Relaxed);
+        // Time as many requests as keep SAMPLES_PER_WINDOW next window, if
+        // it is as busy as this one: a power of two, so that picking one is
+        // a mask.
+        let every = (g.finished / SAMPLES_PER_WINDOW).clamp(1, MAX_SAMPLE_EVERY);
+        self.sample_every
+            .store(1 << every.ilog2(), Ordering::Relaxed);
         g.window_start = now;
         g.window_end = now + WINDOW;
         g.sum = Duration::ZERO;
         g.count = 0;
+        g.finished = 0;
         g.busiest = 0;
     }
 }
@@ -409,6 +451,7 @@ where
             limiter: self.0.clone(),
             max_body: self.1,
             rate: self.2.clone(),
+            tick: std::cell::Cell::new(0),
         }))
     }
 }
@@ -419,6 +462,8 @@ pub struct OverloadService<S> {
     limiter: Arc<Limiter>,
     max_body: usize,
     rate: Option<Arc<RateLimiter>>,
+    /// Requests this worker has admitted, for [`Limiter::timing`].
+    tick: std::cell::Cell<u32>,
 }
 
 /// A refusal as a response with the request's id, so the connection stays
@@ -551,10 +596,11 @@ where
         // uploads slowly (or never finishes) holds memory it is allowed, not
         // capacity every other client needs.
         let body = body_to_read(&req, self.max_body);
+        let timed = limiter.timing(&self.tick);
         if body.is_none() && limiter.try_acquire() {
             return Admission::Running {
                 fut: self.service.call(req),
-                permit: Some(Permit::new(limiter.clone())),
+                permit: Some(Permit::new(limiter.clone(), timed)),
             };
         }
         let service = self.service.clone();
@@ -569,7 +615,7 @@ where
                     let error = limiter.refuse(Reason::Limit);
                     return Ok(refusal(req, error, &[]));
                 }
-                let _permit = Permit::new(limiter.clone());
+                let _permit = Permit::new(limiter.clone(), timed);
                 service
                     .call(req)
                     .await
@@ -583,21 +629,22 @@ where
 /// went away).
 pub struct Permit {
     limiter: Arc<Limiter>,
-    start: Instant,
+    /// When a timed request started, and the requests it stands for.
+    timed: Option<(Instant, u32)>,
 }
 
 impl Permit {
-    fn new(limiter: Arc<Limiter>) -> Permit {
+    fn new(limiter: Arc<Limiter>, weight: Option<u32>) -> Permit {
         Permit {
             limiter,
-            start: Instant::now(),
+            timed: weight.map(|w| (Instant::now(), w)),
         }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.start);
+        self.limiter.release(self.timed);
     }
 }
 
@@ -901,9 +948,43 @@ mod tests {
         let l = Limiter::new(Some(2), Duration::from_secs(30));
         assert!(l.try_acquire() && l.try_acquire());
         assert!(!l.try_acquire());
-        l.release(Instant::now());
+        l.release(None);
         assert!(l.try_acquire());
         assert_eq!(l.limit(), 2, "a fixed limit does not move");
+    }
+
+    #[test]
+    fn a_busy_instance_times_one_request_in_several_and_a_quiet_one_all() {
+        let l = Limiter::new(None, Duration::from_secs(30));
+        let tick = std::cell::Cell::new(0);
+        let timed = |n: usize| (0..n).filter(|_| l.timing(&tick).is_some()).count();
+        assert_eq!(timed(64), 64, "a new instance times every request");
+        // A window of `samples` timed requests of `weight`: all but the last
+        // land while it is open, and the last, once it has ended, closes it.
+        let window = |samples: u32, weight: u32| {
+            let sample = || l.sample(Instant::now(), Duration::from_millis(1), 1, weight);
+            l.gradient.lock().unwrap().window_end = Instant::now() + Duration::from_secs(3600);
+            (1..samples).for_each(|_| sample());
+            l.gradient.lock().unwrap().window_end = Instant::now();
+            sample();
+        };
+        // 1,000 requests a window: one in eight is enough.
+        window(1000, 1);
+        assert_eq!(l.sample_every.load(Ordering::Relaxed), MAX_SAMPLE_EVERY);
+        assert_eq!(timed(64), 8);
+        assert_eq!(l.timing(&tick).map(|_| ()), None);
+        // Each timed one stands for eight: 5 of them are 40 requests, so
+        // one in two keeps 16 a window.
+        window(5, 8);
+        assert_eq!(l.sample_every.load(Ordering::Relaxed), 2);
+        assert!((0..4).filter_map(|_| l.timing(&tick)).all(|w| w == 2));
+        // Quiet again: every request.
+        window(5, 2);
+        assert_eq!(l.sample_every.load(Ordering::Relaxed), 1);
+        assert_eq!(timed(10), 10);
+        // A fixed limit times nothing.
+        let fixed = Limiter::new(Some(8), Duration::from_secs(30));
+        assert!((0..10).all(|_| fixed.timing(&tick).is_none()));
     }
 
     #[test]
@@ -916,7 +997,7 @@ mod tests {
             g.window_end -= WINDOW;
             drop(g);
             for _ in 0..5 {
-                l.sample(Instant::now(), took, running);
+                l.sample(Instant::now(), took, running, 1);
             }
         };
         // In use and as fast as ever: it grows, faster when it was full.
