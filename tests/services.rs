@@ -170,7 +170,9 @@ fn an_https_upstream_is_verified_against_the_trusted_roots() {
         dir.join("nginx.conf"),
         format!(
             "worker_processes 1;\npid {d}/nginx.pid;\nevents {{}}\nhttp {{\n\
-             access_log off;\nclient_body_temp_path {d};\nproxy_temp_path {d};\n\
+             log_format probe '$request $http_user_agent';\n\
+             access_log {d}/tls-access.log probe;\n\
+             client_body_temp_path {d};\nproxy_temp_path {d};\n\
              server {{\nlisten 127.0.0.1:{listen} ssl;\n\
              ssl_certificate {d}/server.crt;\nssl_certificate_key {d}/server.key;\n\
              location / {{ proxy_pass http://127.0.0.1:{auth}; \
@@ -199,6 +201,13 @@ fn an_https_upstream_is_verified_against_the_trusted_roots() {
     eventually("auth up over https in notes' readiness", || {
         (get(trusted.addr(), "/readyz").status == 200).then_some(())
     });
+    // Readiness GETs auth's health path through the TLS hop, as it does
+    // over http: not a bare TCP connect.
+    eventually("the probe's GET in nginx's log", || {
+        let log = std::fs::read_to_string(dir.join("tls-access.log")).unwrap_or_default();
+        log.contains("GET /healthz HTTP/1.1 portbound-probe")
+            .then_some(())
+    });
     post(trusted.addr(), "bad token", Some("nope")).assert_problem(401);
     let created = post(trusted.addr(), "over tls", Some(TOKEN));
     assert_eq!(created.status, 201, "{}", created.text());
@@ -214,6 +223,14 @@ fn an_https_upstream_is_verified_against_the_trusted_roots() {
         ],
         "untrusted",
     );
+    // Its readiness says auth is down: the port answers, but a certificate
+    // that does not verify serves no call.
+    let line = untrusted.wait_for_log("/readyz answers 503");
+    assert!(
+        line.contains("backing service auth") && line.contains("certificate"),
+        "{line}"
+    );
+    assert_eq!(get(untrusted.addr(), "/readyz").status, 503);
     let started = Instant::now();
     let refused = post(untrusted.addr(), "unchecked", Some(TOKEN));
     assert!(

@@ -284,10 +284,11 @@ impl BackingService {
         if url.path() != "/" {
             display.push_str(url.path());
         }
-        // An HTTP service answers a GET on its health path; anything else
-        // (a database, a cache, TLS) gets the protocol-neutral TCP connect.
-        let health_path =
-            (variable.ends_with(SUFFIX) && url.scheme() == "http").then(|| "/healthz".to_owned());
+        // An HTTP service answers a GET on its health path (over TLS for
+        // https, which the `upstreams` feature brings); anything else (a
+        // database, a cache) gets the protocol-neutral TCP connect.
+        let health_path = (variable.ends_with(SUFFIX) && matches!(url.scheme(), "http" | "https"))
+            .then(|| "/healthz".to_owned());
         Ok(BackingService {
             name: variable
                 .strip_suffix(SUFFIX)
@@ -365,7 +366,9 @@ impl BackingService {
 
     /// An `http://` service: a GET of its health path, which must answer
     /// 2xx within `timeout` (a process that accepts connections but cannot
-    /// serve is down). Anything else: a TCP connect.
+    /// serve is down). Anything else, `https://` included: a TCP connect
+    /// (with the `upstreams` feature, an `https://` service's probe is
+    /// replaced by the same GET over TLS: `upstream::https_probe`).
     fn probe(&self, timeout: Duration) -> Result<Duration, String> {
         if let Some(socket) = &self.socket {
             let start = Instant::now();
@@ -373,11 +376,27 @@ impl BackingService {
                 .map(|_| start.elapsed())
                 .map_err(|e| format!("{}: {e}", socket.display()));
         }
-        let Some(path) = &self.health_path else {
-            return self.connect(timeout).map(|(_, took)| took);
+        let path = match &self.health_path {
+            Some(path) if self.url().scheme() == "http" => path,
+            _ => return self.connect(timeout).map(|(_, took)| took),
         };
         let (mut stream, _) = self.connect(timeout)?;
         let start = Instant::now();
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
+            .map_err(|e| e.to_string())?;
+        self.get_health(&mut stream, path, start)
+    }
+
+    /// GETs `path` over `stream` (plain or TLS), whose timeouts are set:
+    /// the time since `start` if it answers 2xx, or what went wrong.
+    pub(crate) fn get_health(
+        &self,
+        stream: &mut (impl std::io::Read + std::io::Write),
+        path: &str,
+        start: Instant,
+    ) -> Result<Duration, String> {
         let url = self.url();
         let host = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
@@ -387,8 +406,8 @@ impl BackingService {
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portbound-probe\r\n\
              Connection: close\r\n\r\n"
         );
-        let status = http_status(&mut stream, request.as_bytes(), timeout)
-            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status =
+            http_status(stream, request.as_bytes()).map_err(|e| format!("GET {path}: {e}"))?;
         if (200..300).contains(&status) {
             Ok(start.elapsed())
         } else {
@@ -398,7 +417,7 @@ impl BackingService {
 
     /// Opens a TCP connection: protocol-neutral, so it works for a
     /// database or a cache alike.
-    fn connect(&self, timeout: Duration) -> Result<(TcpStream, Duration), String> {
+    pub(crate) fn connect(&self, timeout: Duration) -> Result<(TcpStream, Duration), String> {
         let start = Instant::now();
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
@@ -416,13 +435,11 @@ impl BackingService {
 }
 
 /// Sends `request` and reads the status code of the answer's first line.
-fn http_status(stream: &mut TcpStream, request: &[u8], timeout: Duration) -> Result<u16, String> {
-    use std::io::{Read, Write};
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .and_then(|()| stream.write_all(request))
-        .map_err(|e| e.to_string())?;
+fn http_status(
+    stream: &mut (impl std::io::Read + std::io::Write),
+    request: &[u8],
+) -> Result<u16, String> {
+    stream.write_all(request).map_err(|e| e.to_string())?;
     let mut head = [0u8; 32];
     let mut got = 0;
     // "HTTP/1.1 200" is 12 bytes.
@@ -765,11 +782,10 @@ mod tests {
         assert!(err.contains("GET /ready answered 503"), "{err}");
         assert!(asked.join().unwrap().starts_with("GET /ready HTTP/1.1"));
 
-        // A database, a cache or https: the TCP connect.
+        // A database or a cache: the TCP connect.
         for (var, url) in [
             ("DATABASE_URL", "postgres://u:p@db:5432/app"),
             ("CACHE_SERVICE_URL", "redis://cache:6379"),
-            ("PAY_SERVICE_URL", "https://pay.example"),
         ] {
             assert_eq!(
                 BackingService::parse(var, url).unwrap().health_path(),
@@ -777,6 +793,23 @@ mod tests {
                 "{var}"
             );
         }
+        // https has a health path, for the GET over TLS the `upstreams`
+        // feature sends; this probe alone speaks no TLS, so it connects
+        // only, and sends no plain-text GET to a TLS port.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let svc =
+            BackingService::parse("PAY_SERVICE_URL", &format!("https://127.0.0.1:{port}")).unwrap();
+        assert_eq!(svc.health_path(), Some("/healthz"));
+        svc.probe(Duration::from_secs(2)).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(std::io::Read::read(&mut conn, &mut buf), Ok(0)),
+            "the TCP probe sent nothing and closed"
+        );
     }
 
     #[test]

@@ -291,6 +291,14 @@ pub fn build(config: &Config, listeners: Listeners, service: Service) -> io::Res
             Arc::new(move |t| db.ping_blocking(t, query)),
         );
     }
+    #[cfg(feature = "upstreams")]
+    for service in &config.services {
+        // An https:// upstream is probed by a GET over TLS, as an
+        // http:// one is in plain text.
+        if let Some(probe) = crate::upstream::https_probe(service) {
+            state.probes.replace_probe(&service.variable, probe);
+        }
+    }
     state.probes.spawn(config.service_probe_interval);
     let Service {
         checks,

@@ -161,6 +161,37 @@ fn tls() -> Option<Arc<rustls::ClientConfig>> {
     .clone()
 }
 
+/// The readiness probe of an `https://` upstream: the GET of its health
+/// path that an `http://` one gets (`backing`), over TLS verified as its
+/// calls are (the same roots, `SSL_CERT_FILE` included), offering HTTP/1.1
+/// only. A certificate that does not verify is down, as its calls would
+/// fail. `None` for any other service. Blocking: it runs on the probes'
+/// own thread, with their timeout on each read and write.
+pub fn https_probe(service: &BackingService) -> Option<crate::backing::ProbeFn> {
+    let url = service.url();
+    let path = service.health_path()?.to_owned();
+    if url.scheme() != "https" {
+        return None;
+    }
+    let host = url.host_str()?.trim_matches(['[', ']']).to_owned();
+    let service = service.clone();
+    Some(Arc::new(move |timeout: Duration| {
+        let mut config = (*tls().ok_or("TLS cannot be set up")?).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let mut tls = rustls::ClientConnection::new(Arc::new(config), name)
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut tcp, _) = service.connect(timeout)?;
+        let start = Instant::now();
+        tcp.set_read_timeout(Some(timeout))
+            .and_then(|()| tcp.set_write_timeout(Some(timeout)))
+            .map_err(|e| e.to_string())?;
+        let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+        service.get_health(&mut stream, &path, start)
+    }))
+}
+
 /// Every upstream of the process, built once from the configuration and
 /// shared by the workers.
 #[derive(Debug, Default)]
