@@ -47,11 +47,32 @@ COPY --from=planner /app/recipe.json recipe.json
 # (cargo-chef 0.1.78 src/skeleton/read.rs, `manifests`), so the crate itself
 # goes in before the dependencies are built.
 COPY vendor vendor
+# What the image runs. Left empty, the package's own binary with its
+# default features: the image every platform builds. FEATURES adds cargo
+# features (`--build-arg FEATURES=otel` for traces). EXAMPLE builds one of
+# the examples of the package `-p` names below instead: another program from
+# the same source, for a local stack that runs several (Compose's
+# `build.args`). Either way the program lands in /app/bin/, and the runtime
+# stage below is the same.
+ARG EXAMPLE=""
+ARG FEATURES=""
 # --locked: build exactly the versions in Cargo.lock, and fail rather than
-# silently resolve new ones, so the image matches what CI tested.
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+# silently resolve new ones, so the image matches what CI tested. The cook
+# takes the same selection as the build, so that what it needs is in the
+# cached layer; an example's with every example's dependencies (cargo-chef's
+# `--examples`, src/main.rs of 0.1.78), its dev-dependencies among them.
+# `${X:+...}` adds the flags only when X is set.
+RUN cargo chef cook --release --locked --recipe-path recipe.json \
+        ${EXAMPLE:+-p portbound --examples} ${FEATURES:+--features "${FEATURES}"}
 COPY . .
-RUN cargo build --release --locked --bin portbound
+RUN mkdir -p bin && if [ -z "${EXAMPLE}" ]; then \
+        cargo build --release --locked --bin portbound ${FEATURES:+--features "${FEATURES}"} \
+        && cp target/release/portbound bin/portbound; \
+    else \
+        cargo build --release --locked -p portbound --example "${EXAMPLE}" \
+            ${FEATURES:+--features "${FEATURES}"} \
+        && cp "target/release/examples/${EXAMPLE}" bin/portbound; \
+    fi
 
 # Stage 3: the runtime. distroless/cc has glibc, libgcc, libstdc++, OpenSSL,
 # zlib, CA certificates and tzdata, and nothing else: no shell, no package
@@ -62,7 +83,7 @@ RUN cargo build --release --locked --bin portbound
 # The :nonroot tag runs as uid/gid 65532.
 FROM gcr.io/distroless/cc-debian13:nonroot AS runtime
 
-COPY --from=builder /app/target/release/portbound /usr/local/bin/portbound
+COPY --from=builder /app/bin/portbound /usr/local/bin/portbound
 
 # Cloud Run injects PORT=8080 and Fly routes to internal_port, 8080 by
 # default (deploy/README.md). Baking the same value in means the image works

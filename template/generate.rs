@@ -137,6 +137,32 @@ const ECHO_SPEC: [(usize, &str); 4] = [
 /// line that starts with the first text to the line that is the second.
 const DOCKERFILE_VENDOR: (&str, &str) = ("# The patched actix-http (vendor", "COPY vendor vendor");
 
+/// docker-compose.yml's services that call each other: its api is the
+/// runtime's notes example calling its auth example, traced to Jaeger. A
+/// service's own stack is the service, its release step, PostgreSQL and
+/// nginx: these keys go, each with its nested lines and the comment above
+/// it, by indentation and name (the first of each).
+const COMPOSE: &str = "docker-compose.yml";
+const COMPOSE_PAIR_KEYS: [(usize, &str); 8] = [
+    // The services.
+    (2, "auth"),
+    (2, "jaeger"),
+    // api's build of the example, its variables naming the others, and its
+    // waits for them.
+    (6, "args"),
+    (6, "AUTH_SERVICE_URL"),
+    (6, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    (6, "OTEL_SERVICE_NAME"),
+    (6, "auth"),
+    (6, "jaeger"),
+];
+/// ... the header's paragraph about them, and the name of api's image.
+const COMPOSE_PAIR_HEADER: (&str, &str) = (
+    "# The services that call each other:",
+    "#   open http://localhost:16686/      # Jaeger: the trace from api to auth",
+);
+const COMPOSE_PAIR_IMAGE: (&str, &str) = ("portbound-notes:local", "portbound:local");
+
 /// Folders that are not the project's text.
 const SKIP: [&str; 3] = ["target", ".git", "node_modules"];
 
@@ -240,6 +266,7 @@ fn run() -> Result<String, String> {
     write(&root.join(".ci/run"), &ci)?;
     make_executable(&root.join(".ci/run"))?;
     strip_block(&root.join("Dockerfile"), DOCKERFILE_VENDOR)?;
+    compose_for_service(&root.join(COMPOSE))?;
 
     let mut strips: Vec<(&str, &str)> = Vec::new();
     let mut rest = args[3..].iter();
@@ -294,6 +321,53 @@ fn add_database(root: &Path) -> Result<(), String> {
     }
     write(&app, &text.replacen(old, new, 1))?;
     add_to_spec(&root.join(SPEC), &read(root.join(DATABASE_SPEC))?)
+}
+
+/// docker-compose.yml without the services that call each other (see
+/// [`COMPOSE_PAIR_KEYS`]).
+fn compose_for_service(path: &Path) -> Result<(), String> {
+    strip_block(path, COMPOSE_PAIR_HEADER)?;
+    let mut text = read(path)?.replace("#\n#\n", "#\n");
+    for (indent, key) in COMPOSE_PAIR_KEYS {
+        text = strip_key(&text, indent, key)
+            .ok_or_else(|| format!("{}: no {key:?} at indent {indent}", path.display()))?;
+    }
+    let (old, new) = COMPOSE_PAIR_IMAGE;
+    write(path, &text.replace(old, new))
+}
+
+/// `text` without its first YAML key `key` at `indent` spaces: the key's
+/// line, the lines nested under it, and the comment lines just above it.
+fn strip_key(text: &str, indent: usize, key: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let depth = |l: &str| l.len() - l.trim_start().len();
+    let at = lines.iter().position(|l| {
+        depth(l) == indent
+            && l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    let mut end = at + 1;
+    for (i, line) in lines.iter().enumerate().skip(at + 1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if depth(line) <= indent {
+            break;
+        }
+        end = i + 1;
+    }
+    let mut start = at;
+    while start > 0 && depth(lines[start - 1]) == indent && lines[start - 1].trim_start().starts_with('#') {
+        start -= 1;
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    for line in lines[..start].iter().chain(&lines[end..]) {
+        if !(line.is_empty() && kept.last().is_some_and(|l| l.is_empty())) {
+            kept.push(line);
+        }
+    }
+    Some(kept.join("\n") + "\n")
 }
 
 /// `text` with `line` after its first line that starts with `after`.

@@ -497,26 +497,27 @@ const CASES: &[Case] = &[
     Case {
         check: "compose-build",
         severity: "warning",
+        // auth builds the image api builds.
         edits: &[(
             "docker-compose.yml",
-            "    image: portbound:local\n    pull_policy: never\n",
-            "    build: .\n    image: portbound:local\n",
+            "    image: portbound-auth:local\n",
+            "    image: portbound-notes:local\n",
         )],
         create: &[],
-        // auth's: the second `build:` key (a comment quotes one too).
-        at: ("docker-compose.yml", "    build: .#2"),
+        // auth's: the second `build:` key.
+        at: ("docker-compose.yml", "    build:#2"),
     },
     Case {
         check: "compose-pull-policy",
         severity: "warning",
-        // auth's (migrate, the release step, is not a server).
+        // migrate's: the release step runs the image api builds.
         edits: &[(
             "docker-compose.yml",
-            "    pull_policy: never\n    environment:\n      PORT",
-            "    environment:\n      PORT",
+            "    image: portbound-notes:local\n    pull_policy: never\n",
+            "    image: portbound-notes:local\n",
         )],
         create: &[],
-        at: ("docker-compose.yml", "image: portbound:local#3"),
+        at: ("docker-compose.yml", "image: portbound-notes:local#2"),
     },
     Case {
         check: "release-step",

@@ -1283,11 +1283,24 @@ fn hadolint_finds_nothing_in_the_dockerfile() {
 // Docker Compose
 // ---------------------------------------------------------------------------
 
-/// A compose service that runs the portbound image.
+/// A compose service that runs an image the Dockerfile builds.
 struct ComposeService {
     name: String,
     spec: Yaml,
     env: Vec<(String, String)>,
+    /// The runtime's example its image holds (the Dockerfile's `EXAMPLE`
+    /// build argument), or `None` for the reference service.
+    example: Option<String>,
+}
+
+/// The `EXAMPLE` build argument of the service that builds `image`.
+fn compose_example(compose: &Yaml, image: &str) -> Option<String> {
+    compose["services"]
+        .as_mapping()?
+        .values()
+        .find(|s| s.get("build").is_some() && s["image"].as_str() == Some(image))
+        .and_then(|s| s["build"]["args"]["EXAMPLE"].as_str())
+        .map(str::to_owned)
 }
 
 fn compose_portbound_services() -> Vec<ComposeService> {
@@ -1307,6 +1320,9 @@ fn compose_portbound_services() -> Vec<ComposeService> {
             name: scalar(name),
             spec: spec.clone(),
             env: compose_env(&spec["environment"]),
+            example: spec["image"]
+                .as_str()
+                .and_then(|image| compose_example(&compose, image)),
         })
         .collect()
 }
@@ -1357,30 +1373,54 @@ fn compose_services_publish_their_port_and_stop_after_their_drain() {
 
     let services = compose_portbound_services();
     assert!(!services.is_empty());
-    // One image, built by one service: two `build:`s of the same `image:`
-    // race when Compose builds them in parallel. The others run that image
-    // and must not try to pull it (it exists only where it was built).
-    let builders: Vec<&str> = services
-        .iter()
-        .filter(|s| s.spec.get("build").is_some())
-        .map(|s| s.name.as_str())
-        .collect();
-    assert_eq!(builders.len(), 1, "services that build: {builders:?}");
-    let image = services
-        .iter()
-        .find(|s| s.spec.get("build").is_some())
-        .and_then(|s| s.spec["image"].as_str())
-        .expect("the building service names its image");
-    for s in services.iter().filter(|s| s.spec.get("build").is_none()) {
-        assert_eq!(s.spec["image"].as_str(), Some(image), "{}", s.name);
-        assert_eq!(
-            s.spec["pull_policy"].as_str(),
-            Some("never"),
-            "{}: runs the locally built {image}",
-            s.name
-        );
+    // Each image is built by one service, which names it: two `build:`s of
+    // the same `image:` race when Compose builds them in parallel. A
+    // service that only runs a built image (the release step) must not try
+    // to pull it: it exists only where it was built.
+    let mut built = BTreeSet::new();
+    for (name, s) in compose["services"].as_mapping().unwrap() {
+        if s.get("build").is_some() {
+            let image = s["image"].as_str().expect("a build names its image");
+            assert!(built.insert(image), "{image} is built twice ({name:?})");
+        }
     }
-    for ComposeService { name, spec, env } in &services {
+    for (name, s) in compose["services"].as_mapping().unwrap() {
+        if let Some(image) = s["image"].as_str().filter(|_| s.get("build").is_none())
+            && image.starts_with("portbound")
+        {
+            assert!(
+                built.contains(image),
+                "{name:?} runs {image}, built by no one"
+            );
+            assert_eq!(
+                s["pull_policy"].as_str(),
+                Some("never"),
+                "{name:?}: runs the locally built {image}"
+            );
+        }
+    }
+    // Every example an image is built from exists, and the features it is
+    // built with are the runtime's.
+    let runtime = read("crates/portbound/Cargo.toml");
+    for s in compose["services"].as_mapping().unwrap().values() {
+        let args = &s["build"]["args"];
+        if let Some(example) = args["EXAMPLE"].as_str() {
+            assert!(
+                repo(&format!("crates/portbound/examples/{example}.rs")).is_file(),
+                "no example {example}"
+            );
+            for feature in args["FEATURES"].as_str().unwrap_or("").split(',') {
+                assert!(
+                    runtime.contains(&format!("\n{feature} = [")),
+                    "the runtime has no feature {feature:?}"
+                );
+            }
+        }
+    }
+    for ComposeService {
+        name, spec, env, ..
+    } in &services
+    {
         let port = env
             .iter()
             .find(|(k, _)| k == "PORT")
@@ -1417,17 +1457,8 @@ fn exec_form_yaml(v: &Yaml) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn compose_healthchecks_pass_against_each_service() {
-    for ComposeService { name, spec, env } in compose_portbound_services() {
-        let p = spawn(&format!("compose-{name}"), &run_env(&env, &[]));
-        let test = exec_form_yaml(&spec["healthcheck"]["test"]);
-        let check_env = with(&run_env(&env, &[]), "PORT", &p.port().to_string());
-        let args: Vec<&str> = test[2..].iter().map(String::as_str).collect();
-        let (code, out, err) = run_binary(&args, &refs(&check_env), &scratch_dir("compose-hc"));
-        assert_eq!(code, 0, "{name}: {test:?}: {out}{err}");
-    }
-}
+// Compose's healthchecks run in tests/compose.rs, which plays the services
+// with the programs their images hold (the runtime's examples).
 
 // ---------------------------------------------------------------------------
 // nginx in front of two instances
@@ -1589,9 +1620,20 @@ fn manifest_variables() -> Vec<(String, String)> {
         add("kubernetes/deployment.yaml", env_list_secrets(env, "name"));
     }
     for service in compose_portbound_services() {
+        // An example's own variables (auth's AUTH_TOKENS) are the
+        // example's: its source reads and documents them.
+        let own = service
+            .example
+            .map(|e| read(&format!("crates/portbound/examples/{e}.rs")))
+            .unwrap_or_default();
         add(
             &format!("docker-compose.yml {}", service.name),
-            names(service.env),
+            service
+                .env
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| !own.contains(&format!("`{name}`")))
+                .collect(),
         );
     }
     add("Dockerfile", names(docker_image().env));

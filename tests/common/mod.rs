@@ -8,6 +8,7 @@
 
 pub mod dockerfile;
 pub mod nginx;
+pub mod otlp;
 pub mod postgres;
 pub mod tls;
 

@@ -242,6 +242,25 @@ pub(crate) fn check(ctx: &mut Ctx<'_>) {
                 );
             }
         }
+        // Any service that only runs an image this file builds, the release
+        // step among them.
+        let pulls = !matches!(s["pull_policy"].as_str(), Some("never" | "build"));
+        let image = s["image"].as_str().unwrap_or_default();
+        if s.get("build").is_none() && pulls && built.iter().any(|b| b == image) {
+            ctx.push(
+                Finding::warning("compose-pull-policy", file, at(name, "image"))
+                    .message(format!(
+                        "{name} runs {image}, which this file builds, without pull_policy: never"
+                    ))
+                    .platform(
+                        "Compose pulls an image-only service's image unless pull_policy is never \
+                         or build; a locally built image is on no registry, so the pull fails or \
+                         fetches someone else's image of that name",
+                    )
+                    .source("https://github.com/docker/compose/blob/main/pkg/compose/pull.go")
+                    .fix("add `pull_policy: never` to the service"),
+            );
+        }
         if !ours {
             continue;
         }
@@ -285,24 +304,6 @@ pub(crate) fn check(ctx: &mut Ctx<'_>) {
         }
 
         healthcheck(ctx, file, &text, name, s);
-
-        let pulls = !matches!(s["pull_policy"].as_str(), Some("never" | "build"));
-        let image = s["image"].as_str().unwrap_or_default();
-        if s.get("build").is_none() && pulls && built.iter().any(|b| b == image) {
-            ctx.push(
-                Finding::warning("compose-pull-policy", file, at(name, "image"))
-                    .message(format!(
-                        "{name} runs {image}, which this file builds, without pull_policy: never"
-                    ))
-                    .platform(
-                        "Compose pulls an image-only service's image unless pull_policy is never \
-                         or build; a locally built image is on no registry, so the pull fails or \
-                         fetches someone else's image of that name",
-                    )
-                    .source("https://github.com/docker/compose/blob/main/pkg/compose/pull.go")
-                    .fix("add `pull_policy: never` to the service"),
-            );
-        }
     }
 }
 
