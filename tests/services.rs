@@ -618,8 +618,11 @@ mod traces {
         // What could not be sent is counted, not silently lost.
         let metrics = common::metrics_addr(&notes);
         let dropped = eventually("dropped spans counted", || {
-            common::sample(&common::scrape(metrics), "otel_spans_dropped_total")
-                .filter(|n| *n > 0.0)
+            common::sample(
+                &common::scrape(metrics),
+                r#"otel_spans_dropped_total{reason="export_failed"}"#,
+            )
+            .filter(|n| *n > 0.0)
         });
         eprintln!("spans dropped so far: {dropped}");
         assert!(
@@ -631,5 +634,61 @@ mod traces {
         assert!(status.success(), "{}", notes.stdout());
         // The drain (none in flight) plus the bounded last export.
         assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    }
+
+    /// A collector that takes the connection and never answers: the export
+    /// hangs until its timeout, the spans pile up behind it, and past
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` each is dropped and counted, while every
+    /// request is answered as fast as ever.
+    #[test]
+    #[ignore = "needs the examples built with --features upstreams,otel: run by .ci/run"]
+    fn a_slow_collector_fills_the_queue_and_each_span_dropped_is_counted() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        let dir = scratch_dir("traces-slow");
+        let file = dir.join("notes.sqlite3");
+        let notes = common::spawn_program(
+            &example("notes"),
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+                ("NOTES_SQLITE", file.to_str().unwrap()),
+                ("METRICS_PORT", "0"),
+            ],
+            &dir,
+        );
+        notes.wait_for_log("traces: exported over OTLP to");
+        // One request's span goes out in an export that reaches the
+        // collector, and hangs there.
+        assert_eq!(get(notes.addr(), "/api/v1/notes").status, 200);
+        silent.set_nonblocking(true).unwrap();
+        let _hanging = eventually("the first export", || silent.accept().ok());
+        let metrics = common::metrics_addr(&notes);
+        let queue_full = || {
+            common::sample(
+                &common::scrape(metrics),
+                r#"otel_spans_dropped_total{reason="queue_full"}"#,
+            )
+            .unwrap_or(0.0)
+        };
+        let mut slowest = Duration::ZERO;
+        for _ in 0..100 {
+            let started = Instant::now();
+            let res = get(notes.addr(), "/api/v1/notes");
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+        assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
+        // 100 spans (one a request) against 8 held at most: at least 92
+        // dropped, each counted; none exported.
+        let dropped = queue_full();
+        assert!(dropped >= 92.0, "{dropped} counted");
+        assert!(
+            common::sample(&common::scrape(metrics), "otel_spans_exported_total").is_none(),
+            "the collector answered nothing"
+        );
     }
 }

@@ -22,12 +22,19 @@
 //!   (`parentbased_always_on` by default).
 //! - `OTEL_SDK_DISABLED=true` turns it all off. The Rust SDK does not read
 //!   this one (nor `OTEL_PROPAGATORS`), so the runtime does.
-//! - `OTEL_BSP_*` (the batch's delay, queue and size) are read by the SDK.
+//! - `OTEL_BSP_MAX_QUEUE_SIZE` (2,048, the SDK's default): the most spans
+//!   held, queued or being exported. The other `OTEL_BSP_*` (the batch's
+//!   delay and size) are read by the SDK.
 //!
 //! **Never in a request's way.** Spans are queued to the SDK's batch
 //! processor, which exports from a thread of its own with reqwest's blocking
 //! client: a slow or absent collector costs a request nothing, and a full
-//! queue drops spans rather than blocking. The provider is shut down (the
+//! queue drops spans rather than blocking. Every span dropped is counted,
+//! in `otel_spans_dropped_total{reason}`: `export_failed` (the collector
+//! down, refusing, or slower than the timeout) or `queue_full` (held spans
+//! at `OTEL_BSP_MAX_QUEUE_SIZE` while an export is slow). The SDK counts
+//! the second kind only privately, so the runtime keeps the queue's bound
+//! itself, in front of it: see `Bounded`. The provider is shut down (the
 //! queue flushed) after the drain, off the workers.
 //!
 //! Spans carry the semantic conventions' attributes: `http.request.method`,
@@ -37,7 +44,8 @@
 //! a URL's credentials.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -47,7 +55,9 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
+};
 
 use crate::backing::Secret;
 use crate::platform::{InstanceFacts, Platform};
@@ -67,6 +77,8 @@ pub struct OtelSettings {
     pub sampler: SamplerSetting,
     /// One export's limit.
     pub timeout: Duration,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: the most spans held at once.
+    pub queue: usize,
 }
 
 /// `OTEL_TRACES_SAMPLER`, its ratio in millionths (an integer keeps the
@@ -215,6 +227,16 @@ pub fn settings(
             }
         }
     }
+    // The SDK's own default (OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT in
+    // opentelemetry_sdk's trace/span_processor.rs), which the runtime
+    // enforces in front of its queue.
+    let mut queue = opentelemetry_sdk::trace::OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT;
+    if let Some(n) = get("OTEL_BSP_MAX_QUEUE_SIZE") {
+        match n.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => queue = n,
+            _ => bad("OTEL_BSP_MAX_QUEUE_SIZE", &n, "spans from 1 to 1000000"),
+        }
+    }
     let service_name = get("OTEL_SERVICE_NAME");
     if !problems.is_empty() {
         return Err(problems);
@@ -229,6 +251,7 @@ pub fn settings(
         resource,
         sampler,
         timeout,
+        queue,
     }))
 }
 
@@ -351,8 +374,23 @@ pub fn init(
             Sampler::TraceIdRatioBased(f64::from(r) / 1_000_000.0),
         )),
     };
+    let held = Arc::new(AtomicUsize::new(0));
+    let batch = BatchSpanProcessor::builder(Counted {
+        inner: exporter,
+        held: held.clone(),
+    })
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(settings.queue)
+            .build(),
+    )
+    .build();
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(Counted(exporter)).build())
+        .with_span_processor(Bounded {
+            inner: batch,
+            held,
+            capacity: settings.queue,
+        })
         .with_sampler(sampler)
         .with_resource(
             Resource::builder_empty()
@@ -371,12 +409,57 @@ pub fn init(
     Ok(())
 }
 
+/// The SDK's batch processor behind a bound of the runtime's own: the
+/// spans held (handed to the SDK and not yet through an export, whether
+/// queued or being sent) never pass `capacity`, and a span over it is
+/// dropped here and counted (`reason="queue_full"`). The SDK's channel
+/// holds `capacity` too, and the held spans include every span in it, so
+/// the SDK itself never drops one uncounted. Cost: one atomic operation a
+/// span, on the worker that ends it.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    held: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl opentelemetry_sdk::trace::SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
+        if self.held.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("otel_spans_dropped_total", "reason" => "queue_full").increment(1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The exporter, counting what it sends and what it drops: a dead or slow
 /// collector fails the export (after `OTEL_EXPORTER_OTLP_TIMEOUT`), and the
-/// batch is gone. The SDK's batch processor calls it from its own thread,
-/// never a worker's.
+/// batch is gone. Either way its spans are no longer held ([`Bounded`]).
+/// The SDK's batch processor calls it from its own thread, never a
+/// worker's.
 #[derive(Debug)]
-struct Counted<E>(E);
+struct Counted<E> {
+    inner: E,
+    held: Arc<AtomicUsize>,
+}
 
 impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
     for Counted<E>
@@ -385,12 +468,15 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         &self,
         batch: Vec<opentelemetry_sdk::trace::SpanData>,
     ) -> opentelemetry_sdk::error::OTelSdkResult {
-        let spans = batch.len() as u64;
-        let result = self.0.export(batch).await;
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        self.held.fetch_sub(spans, Ordering::AcqRel);
+        let spans = spans as u64;
         match &result {
             Ok(()) => metrics::counter!("otel_spans_exported_total").increment(spans),
             Err(e) => {
-                metrics::counter!("otel_spans_dropped_total").increment(spans);
+                metrics::counter!("otel_spans_dropped_total", "reason" => "export_failed")
+                    .increment(spans);
                 // The exporter's error may quote the endpoint: its
                 // credentials are taken out first.
                 log::debug!(
@@ -403,15 +489,15 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
+        self.inner.shutdown_with_timeout(timeout)
     }
 
     fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.force_flush()
+        self.inner.force_flush()
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.0.set_resource(resource);
+        self.inner.set_resource(resource);
     }
 }
 
@@ -423,8 +509,9 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "otel_spans_dropped_total",
-        "Spans dropped because their export failed (the collector down, slow past \
-         OTEL_EXPORTER_OTLP_TIMEOUT, or refusing them)"
+        "Spans dropped, by reason: export_failed (the collector down, slow past \
+         OTEL_EXPORTER_OTLP_TIMEOUT, or refusing them) or queue_full \
+         (OTEL_BSP_MAX_QUEUE_SIZE spans held while an export was slow)"
     );
 }
 
@@ -649,6 +736,14 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(s.endpoint, "http://c:4318/custom");
+        assert_eq!(s.queue, 2048, "the SDK's default");
+        let s = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.queue, 100);
     }
 
     #[test]
@@ -662,6 +757,7 @@ mod tests {
             ("OTEL_TRACES_SAMPLER_ARG", "2"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
             ("OTEL_RESOURCE_ATTRIBUTES", "=x"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
         ] {
             let mut vars = vec![
                 (
