@@ -24,9 +24,10 @@
 //!   database connections).
 //! - **Timed by sampling.** A busy instance times one request in every
 //!   2, 4 or 8 (as many as keep [`SAMPLES_PER_WINDOW`] a window), a quiet
-//!   one every request: the mean of a sample is the mean, and a request that
-//!   is not timed costs two atomic operations and no clock read. A fixed
-//!   limit times nothing.
+//!   one every request (within a second of turning quiet): the mean of a
+//!   sample is the mean, and a request that is not timed costs two atomic
+//!   operations and no clock read. The most requests running at once is
+//!   noted on every release. A fixed limit times nothing.
 //! - **A body is read first.** A request with a body that fits
 //!   `MAX_BODY_BYTES` is read whole before it takes a slot, so a client
 //!   that uploads slowly holds memory it is allowed, not capacity every
@@ -104,6 +105,9 @@ pub const LATENCY_FLOOR: Duration = Duration::from_millis(250);
 pub const SAMPLES_PER_WINDOW: u32 = 16;
 /// The sparsest sampling: one request in this many is timed.
 pub const MAX_SAMPLE_EVERY: u32 = 8;
+/// How long past its end a window with too few samples for a mean waits
+/// for them before it closes without moving the limit.
+const STALE: Duration = Duration::from_secs(1);
 /// Quiet time after the last refusal before shedding counts as stopped.
 const QUIET: Duration = Duration::from_secs(2);
 /// Seconds a refused client is told to wait.
@@ -139,6 +143,8 @@ pub struct Limiter {
     queued: AtomicUsize,
     notify: tokio::sync::Notify,
     gradient: Mutex<Gradient>,
+    /// The most requests running at a release this window.
+    busiest: AtomicUsize,
     /// One request in this many is timed (a power of two; see
     /// [`SAMPLES_PER_WINDOW`]).
     sample_every: AtomicU32,
@@ -164,7 +170,6 @@ struct Gradient {
     /// Requests finished this window, estimated: each timed one stands for
     /// the `sample_every` in force when it started.
     finished: u32,
-    busiest: usize,
     /// Seconds: the best recent window mean.
     baseline: f64,
 }
@@ -187,9 +192,9 @@ impl Limiter {
                 sum: Duration::ZERO,
                 count: 0,
                 finished: 0,
-                busiest: 0,
                 baseline: f64::INFINITY,
             }),
+            busiest: AtomicUsize::new(0),
             sample_every: AtomicU32::new(1),
             shed: [AtomicU64::new(0), AtomicU64::new(0)],
             shedding: AtomicBool::new(false),
@@ -296,6 +301,8 @@ impl Limiter {
             // window use it.
             let now = Instant::now();
             self.sample(now, now.saturating_duration_since(start), running, weight);
+        } else if !self.fixed {
+            self.note_running(running);
         }
         if self.shedding.load(Ordering::Relaxed) {
             let quiet = self
@@ -336,9 +343,20 @@ impl Limiter {
         ApiError::unavailable(detail, RETRY_AFTER)
     }
 
+    /// The most requests running at a release this window: noted on every
+    /// release (a load and a compare; a write only when it rises), so a
+    /// short spike to the limit is seen even when its requests were not
+    /// timed.
+    fn note_running(&self, running: usize) {
+        if running > self.busiest.load(Ordering::Relaxed) {
+            self.busiest.fetch_max(running, Ordering::Relaxed);
+        }
+    }
+
     /// One finished request's time, for the adaptive limit; it stands for
     /// `weight` requests.
     fn sample(&self, now: Instant, took: Duration, running: usize, weight: u32) {
+        self.note_running(running);
         let Ok(mut g) = self.gradient.try_lock() else {
             // Another worker is updating: one sample fewer is fine.
             return;
@@ -346,10 +364,34 @@ impl Limiter {
         g.sum += took;
         g.count += 1;
         g.finished = g.finished.saturating_add(weight);
-        g.busiest = g.busiest.max(running);
-        if now < g.window_end || g.count < 5 {
+        // A window closes at its end with five samples for its mean, or,
+        // short of them, once it is STALE past its end: after a busy spell
+        // timed one request in eight, a quiet instance goes back to timing
+        // every one within a second, not after forty requests.
+        let enough = g.count >= 5;
+        if now < g.window_end || (!enough && now < g.window_end + STALE) {
             return;
         }
+        let busiest = self.busiest.swap(0, Ordering::Relaxed);
+        if enough {
+            self.adapt(&mut g, now, busiest);
+        }
+        // Time as many requests as keep SAMPLES_PER_WINDOW next window, if
+        // it is as busy as this one: a power of two, so that picking one is
+        // a mask.
+        let every = (g.finished / SAMPLES_PER_WINDOW).clamp(1, MAX_SAMPLE_EVERY);
+        self.sample_every
+            .store(1 << every.ilog2(), Ordering::Relaxed);
+        g.window_start = now;
+        g.window_end = now + WINDOW;
+        g.sum = Duration::ZERO;
+        g.count = 0;
+        g.finished = 0;
+    }
+
+    /// The limit, from a closed window's mean time and throughput, and the
+    /// most requests that ran at once in it.
+    fn adapt(&self, g: &mut Gradient, now: Instant, busiest: usize) {
         let elapsed = now.saturating_duration_since(g.window_start);
         let mean = g.sum.as_secs_f64() / f64::from(g.count);
         // The no-load baseline: the best mean seen, let rise by 0.5 % a
@@ -372,7 +414,7 @@ impl Limiter {
             let throughput = f64::from(g.finished) / elapsed;
             let needed = throughput * baseline * TOLERANCE + limit.sqrt();
             g.limit = needed.max(limit / 2.0).min(limit);
-        } else if g.busiest >= self.limit() {
+        } else if busiest >= self.limit() {
             // (Against the limit `try_acquire` enforces, the rounded one:
             // `busiest` never passes it.)
             // Fast enough, and every slot was taken: well below what the
@@ -381,25 +423,13 @@ impl Limiter {
             // windows, a second. An overshoot shows as time past the floor
             // within a window, and halves it back.
             g.limit = limit * 2.0;
-        } else if g.busiest as f64 >= limit / 2.0 {
+        } else if busiest as f64 >= limit / 2.0 {
             // Fast enough, and in use: room to grow.
             g.limit = limit + limit.sqrt();
         }
         g.limit = g.limit.clamp(MIN_LIMIT as f64, MAX_LIMIT as f64);
         self.limit
             .store(g.limit.round() as usize, Ordering::Relaxed);
-        // Time as many requests as keep SAMPLES_PER_WINDOW next window, if
-        // it is as busy as this one: a power of two, so that picking one is
-        // a mask.
-        let every = (g.finished / SAMPLES_PER_WINDOW).clamp(1, MAX_SAMPLE_EVERY);
-        self.sample_every
-            .store(1 << every.ilog2(), Ordering::Relaxed);
-        g.window_start = now;
-        g.window_end = now + WINDOW;
-        g.sum = Duration::ZERO;
-        g.count = 0;
-        g.finished = 0;
-        g.busiest = 0;
     }
 }
 
@@ -977,14 +1007,57 @@ mod tests {
         // one in two keeps 16 a window.
         window(5, 8);
         assert_eq!(l.sample_every.load(Ordering::Relaxed), 2);
-        assert!((0..4).filter_map(|_| l.timing(&tick)).all(|w| w == 2));
+        let weights: Vec<u32> = (0..4).filter_map(|_| l.timing(&tick)).collect();
+        assert_eq!(weights, [2, 2]);
         // Quiet again: every request.
         window(5, 2);
         assert_eq!(l.sample_every.load(Ordering::Relaxed), 1);
         assert_eq!(timed(10), 10);
+        // A busy spell, then quiet: one timed request, past the stale
+        // window's grace, closes it without moving the limit, and every
+        // request is timed again.
+        window(1000, 1);
+        assert_eq!(l.sample_every.load(Ordering::Relaxed), MAX_SAMPLE_EVERY);
+        let limit = l.limit();
+        let now = Instant::now();
+        l.gradient.lock().unwrap().window_end = now - STALE;
+        l.sample(now, Duration::from_secs(5), 1, MAX_SAMPLE_EVERY);
+        assert_eq!(l.sample_every.load(Ordering::Relaxed), 1);
+        assert_eq!(l.limit(), limit, "one sample is no mean");
         // A fixed limit times nothing.
         let fixed = Limiter::new(Some(8), Duration::from_secs(30));
         assert!((0..10).all(|_| fixed.timing(&tick).is_none()));
+    }
+
+    #[test]
+    fn a_timed_request_stands_for_its_weight_in_the_throughput() {
+        let l = Limiter::new(None, Duration::from_secs(30));
+        // A window from `start` closed at `start + len` by five samples of
+        // `took`, each standing for `weight` requests.
+        let window = |start: Instant, len: Duration, took: Duration, weight: u32| {
+            let mut g = l.gradient.lock().unwrap();
+            g.window_start = start;
+            g.window_end = start + len;
+            drop(g);
+            for _ in 0..5 {
+                l.sample(start + len, took, 1, weight);
+            }
+        };
+        let t0 = Instant::now();
+        // Unloaded: 10 ms, the baseline.
+        window(t0, WINDOW, Duration::from_millis(10), 1);
+        assert_eq!(l.limit(), INITIAL_LIMIT);
+        // 400 ms, past the floor: five samples of weight 8 are 40 requests
+        // in 10 ms, 4,000 a second. Little's law: 4,000 x 10.05 ms x 1.5
+        // + sqrt(100) = 70 (with the samples counted once it would be 17.5,
+        // held at the halving, 50).
+        window(
+            t0 + WINDOW,
+            Duration::from_millis(10),
+            Duration::from_millis(400),
+            8,
+        );
+        assert_eq!(l.limit(), 70);
     }
 
     #[test]
