@@ -356,11 +356,13 @@ impl BackingService {
         self.health_path.as_deref()
     }
 
-    /// Sets the health path (`NAME_SERVICE_HEALTH_PATH`); `None` for a
-    /// service not probed by GET.
-    pub(crate) fn set_health_path(&mut self, path: String) {
+    /// Sets the health path of a service probed by GET
+    /// (`NAME_SERVICE_HEALTH_PATH`); `None` (its `none`) makes the probe a
+    /// TCP connect only, for an upstream that serves no health path, such
+    /// as a third party's API.
+    pub(crate) fn set_health_path(&mut self, path: Option<String>) {
         if self.health_path.is_some() {
-            self.health_path = Some(path);
+            self.health_path = path;
         }
     }
 
@@ -380,17 +382,14 @@ impl BackingService {
             Some(path) if self.url().scheme() == "http" => path,
             _ => return self.connect(timeout).map(|(_, took)| took),
         };
+        let until = Instant::now() + timeout;
         let (mut stream, _) = self.connect(timeout)?;
         let start = Instant::now();
-        stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)))
-            .map_err(|e| e.to_string())?;
-        self.get_health(&mut stream, path, start)
+        self.get_health(&mut Deadline::new(&mut stream, until), path, start)
     }
 
-    /// GETs `path` over `stream` (plain or TLS), whose timeouts are set:
-    /// the time since `start` if it answers 2xx, or what went wrong.
+    /// GETs `path` over `stream` (plain or TLS, over a [`Deadline`]): the
+    /// time since `start` if it answers 2xx, or what went wrong.
     pub(crate) fn get_health(
         &self,
         stream: &mut (impl std::io::Read + std::io::Write),
@@ -431,6 +430,48 @@ impl BackingService {
             }
         }
         Err(last)
+    }
+}
+
+/// A probe's socket: its reads and writes share one deadline, each waiting
+/// only for what is left of it, so a peer that trickles bytes cannot
+/// stretch a probe (a TLS handshake is several reads) past its timeout and
+/// hold up the probes of every other service.
+pub(crate) struct Deadline<'a> {
+    tcp: &'a mut TcpStream,
+    until: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    pub(crate) fn new(tcp: &'a mut TcpStream, until: Instant) -> Deadline<'a> {
+        Deadline { tcp, until }
+    }
+
+    fn arm(&mut self) -> std::io::Result<()> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.tcp.set_read_timeout(Some(left))?;
+        self.tcp.set_write_timeout(Some(left))
+    }
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.tcp.read(buf)
+    }
+}
+
+impl std::io::Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
     }
 }
 
@@ -777,10 +818,20 @@ mod tests {
         let (port, asked) = answering("503 Service Unavailable");
         svc =
             BackingService::parse("AUTH_SERVICE_URL", &format!("http://127.0.0.1:{port}")).unwrap();
-        svc.set_health_path("/ready".into());
+        svc.set_health_path(Some("/ready".into()));
         let err = svc.probe(Duration::from_secs(2)).unwrap_err();
         assert!(err.contains("GET /ready answered 503"), "{err}");
         assert!(asked.join().unwrap().starts_with("GET /ready HTTP/1.1"));
+
+        // `none`: a TCP connect, and nothing sent.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        svc =
+            BackingService::parse("PAY_SERVICE_URL", &format!("http://127.0.0.1:{port}")).unwrap();
+        svc.set_health_path(None);
+        assert_eq!(svc.health_path(), None);
+        svc.probe(Duration::from_secs(2)).unwrap();
+        assert_sent_nothing(&listener);
 
         // A database or a cache: the TCP connect.
         for (var, url) in [
@@ -802,9 +853,13 @@ mod tests {
             BackingService::parse("PAY_SERVICE_URL", &format!("https://127.0.0.1:{port}")).unwrap();
         assert_eq!(svc.health_path(), Some("/healthz"));
         svc.probe(Duration::from_secs(2)).unwrap();
+        assert_sent_nothing(&listener);
+    }
+
+    /// The probe that connected to `listener` sent nothing and closed.
+    fn assert_sent_nothing(listener: &std::net::TcpListener) {
         let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 1];
         assert!(
             matches!(std::io::Read::read(&mut conn, &mut buf), Ok(0)),

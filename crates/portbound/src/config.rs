@@ -823,9 +823,12 @@ fn read_upstream_settings(r: &mut Reader<'_>, prefix: &str, svc: &mut BackingSer
         svc.limits.breaker = breaker;
     }
     if let Some(path) = r.parse_opt(&var("_SERVICE_HEALTH_PATH"), |v| {
+        if v == "none" {
+            return Ok(None);
+        }
         (v.starts_with('/') && !v.contains(char::is_whitespace))
-            .then(|| v.to_owned())
-            .ok_or_else(|| "an absolute path such as /healthz".into())
+            .then(|| Some(v.to_owned()))
+            .ok_or_else(|| "an absolute path such as /healthz, or none (a TCP connect only)".into())
     }) {
         svc.set_health_path(path);
     }

@@ -175,19 +175,25 @@ pub fn https_probe(service: &BackingService) -> Option<crate::backing::ProbeFn> 
     }
     let host = url.host_str()?.trim_matches(['[', ']']).to_owned();
     let service = service.clone();
+    // Built once: the calls' TLS, offering HTTP/1.1 only.
+    let config = tls().map(|c| {
+        let mut c = (*c).clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    });
     Some(Arc::new(move |timeout: Duration| {
-        let mut config = (*tls().ok_or("TLS cannot be set up")?).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = config.clone().ok_or("TLS cannot be set up")?;
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| format!("{host}: {e}"))?;
-        let mut tls = rustls::ClientConnection::new(Arc::new(config), name)
-            .map_err(|e| format!("TLS: {e}"))?;
+        let mut tls =
+            rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
+        // One deadline for the whole probe: the connect, the handshake's
+        // reads and writes, and the GET.
+        let until = Instant::now() + timeout;
         let (mut tcp, _) = service.connect(timeout)?;
         let start = Instant::now();
-        tcp.set_read_timeout(Some(timeout))
-            .and_then(|()| tcp.set_write_timeout(Some(timeout)))
-            .map_err(|e| e.to_string())?;
-        let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+        let mut socket = crate::backing::Deadline::new(&mut tcp, until);
+        let mut stream = rustls::Stream::new(&mut tls, &mut socket);
         service.get_health(&mut stream, &path, start)
     }))
 }
