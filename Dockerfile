@@ -48,14 +48,17 @@ COPY --from=planner /app/recipe.json recipe.json
 # goes in before the dependencies are built.
 COPY vendor vendor
 # What the image runs. Left empty, the package's own binary with its
-# default features: the image every platform builds. FEATURES adds cargo
-# features (`--build-arg FEATURES=otel` for traces). EXAMPLE builds one of
-# the examples of the package `-p` names below instead: another program from
-# the same source, for a local stack that runs several (Compose's
-# `build.args`). Either way the program lands in /app/bin/, and the runtime
-# stage below is the same.
-ARG EXAMPLE=""
-ARG FEATURES=""
+# default features: the image every platform builds. PORTBOUND_FEATURES
+# adds cargo features of the package. PORTBOUND_EXAMPLE builds one of the
+# package's examples instead: another program from the same source, for a
+# local stack that runs several (Compose's `build.args`). Either way the
+# program lands in /app/bin/, and the runtime stage below is the same. The
+# names are prefixed because Railway passes every service variable to the
+# build as the ARG of the same name ("Using variables at build time" in
+# content/docs/builds/dockerfiles.md of github.com/railwayapp/docs): a
+# variable called FEATURES must not change what is built.
+ARG PORTBOUND_EXAMPLE=""
+ARG PORTBOUND_FEATURES=""
 # --locked: build exactly the versions in Cargo.lock, and fail rather than
 # silently resolve new ones, so the image matches what CI tested. The cook
 # takes the same selection as the build, so that what it needs is in the
@@ -63,15 +66,17 @@ ARG FEATURES=""
 # `--examples`, src/main.rs of 0.1.78), its dev-dependencies among them.
 # `${X:+...}` adds the flags only when X is set.
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
-        ${EXAMPLE:+-p portbound --examples} ${FEATURES:+--features "${FEATURES}"}
+        ${PORTBOUND_EXAMPLE:+-p portbound --examples} \
+        ${PORTBOUND_FEATURES:+--features "${PORTBOUND_FEATURES}"}
 COPY . .
-RUN mkdir -p bin && if [ -z "${EXAMPLE}" ]; then \
-        cargo build --release --locked --bin portbound ${FEATURES:+--features "${FEATURES}"} \
+RUN mkdir -p bin && if [ -z "${PORTBOUND_EXAMPLE}" ]; then \
+        cargo build --release --locked --bin portbound \
+            ${PORTBOUND_FEATURES:+--features "${PORTBOUND_FEATURES}"} \
         && cp target/release/portbound bin/portbound; \
     else \
-        cargo build --release --locked -p portbound --example "${EXAMPLE}" \
-            ${FEATURES:+--features "${FEATURES}"} \
-        && cp "target/release/examples/${EXAMPLE}" bin/portbound; \
+        cargo build --release --locked -p portbound --example "${PORTBOUND_EXAMPLE}" \
+            ${PORTBOUND_FEATURES:+--features "${PORTBOUND_FEATURES}"} \
+        && cp "target/release/examples/${PORTBOUND_EXAMPLE}" bin/portbound; \
     fi
 
 # Stage 3: the runtime. distroless/cc has glibc, libgcc, libstdc++, OpenSSL,

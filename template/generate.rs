@@ -162,6 +162,13 @@ const COMPOSE_PAIR_HEADER: (&str, &str) = (
     "#   open http://localhost:16686/      # Jaeger: the trace from api to auth",
 );
 const COMPOSE_PAIR_IMAGE: (&str, &str) = ("portbound-notes:local", "portbound:local");
+/// ... and deploy/README.md's row for Compose.
+const COMPOSE_PAIR_ROW: (&str, &str, &str) = (
+    "deploy/README.md",
+    "`Dockerfile` (`PORTBOUND_EXAMPLE`: notes for api, auth for auth) | api 5000, auth 5001, \
+     nginx 80, Jaeger 16686 |",
+    "`Dockerfile` | api 5000, nginx 80 |",
+);
 
 /// Folders that are not the project's text.
 const SKIP: [&str; 3] = ["target", ".git", "node_modules"];
@@ -333,7 +340,14 @@ fn compose_for_service(path: &Path) -> Result<(), String> {
             .ok_or_else(|| format!("{}: no {key:?} at indent {indent}", path.display()))?;
     }
     let (old, new) = COMPOSE_PAIR_IMAGE;
-    write(path, &text.replace(old, new))
+    write(path, &text.replace(old, new))?;
+    let (file, old, new) = COMPOSE_PAIR_ROW;
+    let readme = path.with_file_name(file);
+    let text = read(&readme)?;
+    if !text.contains(old) {
+        return Err(format!("{file}: no row {old:?}"));
+    }
+    write(&readme, &text.replace(old, new))
 }
 
 /// `text` without its first YAML key `key` at `indent` spaces: the key's

@@ -267,10 +267,16 @@ fn fresh_stage_root(root: &Path) {
     clear_except(&root.join("app"), "target");
 }
 
-/// Plays every stage but the last: WORKDIR, ARG, ENV, COPY (from the
+/// Plays every stage but the last: WORKDIR, ARG (its default, or the value
+/// in `build_args`, as `--build-arg` gives it), ENV, COPY (from the
 /// filtered context or an earlier stage) and RUN, each RUN through `sh -c`
 /// in the stage's working directory, as written.
-fn play_build_stages(file: &Dockerfile, context: &Path, dir: &Path) -> Vec<(String, StageRoot)> {
+fn play_build_stages(
+    file: &Dockerfile,
+    context: &Path,
+    dir: &Path,
+    build_args: &[(String, String)],
+) -> Vec<(String, StageRoot)> {
     let mut played: Vec<(String, StageRoot)> = Vec::new();
     let build_stages = &file.stages[..file.stages.len() - 1];
     for stage in build_stages {
@@ -311,7 +317,10 @@ fn play_build_stages(file: &Dockerfile, context: &Path, dir: &Path) -> Vec<(Stri
                 }
                 "ARG" => {
                     let (k, _) = i.args.split_once('=').unwrap_or((&i.args, ""));
-                    let v = arg_value(stage, &file.global_args, k);
+                    let v = match build_args.iter().find(|(name, _)| name == k) {
+                        Some((_, v)) => v.clone(),
+                        None => arg_value(stage, &file.global_args, k),
+                    };
                     state.env.push((k.to_owned(), v));
                 }
                 "ENV" => state.env.extend(env_pairs(&i.args)),
@@ -395,9 +404,99 @@ fn shared_libraries(binary: &Path) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// One play at a time: the plays share their stages' directories (and
+/// the build output kept in them, as Docker's layer cache).
+static PLAYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The build context, exactly as .dockerignore lets Docker send it: its
+/// directory and the paths in it.
+fn play_context(dir: &Path) -> (PathBuf, BTreeSet<String>) {
+    let context = dir.join("context");
+    if context.exists() {
+        std::fs::remove_dir_all(&context).unwrap();
+    }
+    let ignore = DockerIgnore::parse(&read_repo_file(".dockerignore"));
+    let sent = ignore
+        .copy_context(&repo(""), &context)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    (context, sent)
+}
+
+/// docker-compose.yml builds auth's image with build arguments: played
+/// with them, the builder makes the auth example, with the features they
+/// name, where the runtime stage takes its program from.
+#[test]
+#[ignore = "needs crates.io and a release build of the image's stages: run by .ci/run"]
+fn the_dockerfile_played_with_composes_build_args_builds_that_example() {
+    let compose: serde_norway::Value =
+        serde_norway::from_str(&read_repo_file("docker-compose.yml")).unwrap();
+    let args: Vec<(String, String)> = compose["services"]["auth"]["build"]["args"]
+        .as_mapping()
+        .expect("auth's build args")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        args.iter()
+            .any(|(k, v)| k == "PORTBOUND_EXAMPLE" && v == "auth"),
+        "{args:?}"
+    );
+    let _one = PLAYING.lock().unwrap_or_else(|e| e.into_inner());
+    let file = dockerfile();
+    let dir = play_dir();
+    let (context, _) = play_context(&dir);
+    let played = play_build_stages(&file, &context, &dir, &args);
+
+    // The program the runtime stage copies.
+    let copy = file
+        .image()
+        .instructions
+        .iter()
+        .find(|i| i.keyword == "COPY")
+        .expect("the runtime stage copies the program");
+    let words: Vec<&str> = copy.args.split_whitespace().collect();
+    let (_, builder) = played
+        .iter()
+        .find(|(n, _)| Some(n.as_str()) == words[0].strip_prefix("--from="))
+        .unwrap();
+    let program = builder.path(words[1]);
+
+    // It is auth, with traces: it verifies a token, and says where its
+    // spans go (a build without `otel` would warn that it cannot).
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let scratch = common::scratch_dir("image-auth");
+    let auth = common::spawn_program(
+        &program,
+        &[],
+        &[
+            ("AUTH_TOKENS", "t0ken=alice"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &dead),
+        ],
+        &scratch,
+    );
+    auth.wait_for_log("traces: exported over OTLP to");
+    let res = common::request(
+        auth.addr(),
+        "POST",
+        "/api/v1/verify",
+        &[("Content-Type", "application/json")],
+        br#"{"token":"t0ken"}"#,
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(res.text().contains("alice"), "{}", res.text());
+}
+
 #[test]
 #[ignore = "needs root (chroot), crates.io and a release build of the image's stages: run by .ci/run"]
 fn the_dockerfile_played_serves_passes_its_healthcheck_and_drains_as_65532_in_an_empty_root() {
+    let _one = PLAYING.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         Command::new("id")
             .arg("-u")
@@ -408,24 +507,14 @@ fn the_dockerfile_played_serves_passes_its_healthcheck_and_drains_as_65532_in_an
     let file = dockerfile();
     let dir = play_dir();
 
-    // The build context, exactly as .dockerignore lets Docker send it.
-    let context = dir.join("context");
-    if context.exists() {
-        std::fs::remove_dir_all(&context).unwrap();
-    }
-    let ignore = DockerIgnore::parse(&read_repo_file(".dockerignore"));
-    let sent: BTreeSet<String> = ignore
-        .copy_context(&repo(""), &context)
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let (context, sent) = play_context(&dir);
     assert!(sent.contains("Cargo.lock") && sent.contains("src/main.rs"));
     assert!(
         !sent.iter().any(|p| p.starts_with("target/") || p == ".env"),
         "{sent:?}"
     );
 
-    let played = play_build_stages(&file, &context, &dir);
+    let played = play_build_stages(&file, &context, &dir, &[]);
 
     // The runtime stage: an empty root filesystem, what its COPY brings,
     // and the shared libraries distroless cc provides. Nothing else: no

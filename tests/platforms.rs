@@ -1288,18 +1288,18 @@ struct ComposeService {
     name: String,
     spec: Yaml,
     env: Vec<(String, String)>,
-    /// The runtime's example its image holds (the Dockerfile's `EXAMPLE`
+    /// The runtime's example its image holds (the Dockerfile's `PORTBOUND_EXAMPLE`
     /// build argument), or `None` for the reference service.
     example: Option<String>,
 }
 
-/// The `EXAMPLE` build argument of the service that builds `image`.
+/// The `PORTBOUND_EXAMPLE` build argument of the service that builds `image`.
 fn compose_example(compose: &Yaml, image: &str) -> Option<String> {
     compose["services"]
         .as_mapping()?
         .values()
         .find(|s| s.get("build").is_some() && s["image"].as_str() == Some(image))
-        .and_then(|s| s["build"]["args"]["EXAMPLE"].as_str())
+        .and_then(|s| s["build"]["args"]["PORTBOUND_EXAMPLE"].as_str())
         .map(str::to_owned)
 }
 
@@ -1404,12 +1404,13 @@ fn compose_services_publish_their_port_and_stop_after_their_drain() {
     let runtime = read("crates/portbound/Cargo.toml");
     for s in compose["services"].as_mapping().unwrap().values() {
         let args = &s["build"]["args"];
-        if let Some(example) = args["EXAMPLE"].as_str() {
+        if let Some(example) = args["PORTBOUND_EXAMPLE"].as_str() {
             assert!(
                 repo(&format!("crates/portbound/examples/{example}.rs")).is_file(),
                 "no example {example}"
             );
-            for feature in args["FEATURES"].as_str().unwrap_or("").split(',') {
+            let features = args["PORTBOUND_FEATURES"].as_str().unwrap_or("");
+            for feature in features.split(',').filter(|f| !f.is_empty()) {
                 assert!(
                     runtime.contains(&format!("\n{feature} = [")),
                     "the runtime has no feature {feature:?}"
@@ -1621,7 +1622,8 @@ fn manifest_variables() -> Vec<(String, String)> {
     }
     for service in compose_portbound_services() {
         // An example's own variables (auth's AUTH_TOKENS) are the
-        // example's: its source reads and documents them.
+        // example's: its source reads and documents them. The runtime's
+        // are checked as everywhere.
         let own = service
             .example
             .map(|e| read(&format!("crates/portbound/examples/{e}.rs")))
@@ -1632,7 +1634,9 @@ fn manifest_variables() -> Vec<(String, String)> {
                 .env
                 .into_iter()
                 .map(|(name, _)| name)
-                .filter(|name| !own.contains(&format!("`{name}`")))
+                .filter(|name| {
+                    VARIABLES.contains(&name.as_str()) || !own.contains(&format!("`{name}`"))
+                })
                 .collect(),
         );
     }
