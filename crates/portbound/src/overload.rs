@@ -24,8 +24,8 @@
 //!   database connections).
 //! - **Timed by sampling.** A busy instance times one request in every
 //!   2, 4 or 8 (as many as keep [`SAMPLES_PER_WINDOW`] a window), a quiet
-//!   one every request (within a second of turning quiet): the mean of a
-//!   sample is the mean, and a request that is not timed costs two atomic
+//!   one every request (from the first timed request a second past a
+//!   window's end that lacks samples): the mean of a sample is the mean, and a request that is not timed costs two atomic
 //!   operations and no clock read. The most requests running at once is
 //!   noted on every release. A fixed limit times nothing.
 //! - **A body is read first.** A request with a body that fits
@@ -106,7 +106,7 @@ pub const SAMPLES_PER_WINDOW: u32 = 16;
 /// The sparsest sampling: one request in this many is timed.
 pub const MAX_SAMPLE_EVERY: u32 = 8;
 /// How long past its end a window with too few samples for a mean waits
-/// for them before it closes without moving the limit.
+/// before every request is timed until it has them.
 const STALE: Duration = Duration::from_secs(1);
 /// Quiet time after the last refusal before shedding counts as stopped.
 const QUIET: Duration = Duration::from_secs(2);
@@ -364,18 +364,22 @@ impl Limiter {
         g.sum += took;
         g.count += 1;
         g.finished = g.finished.saturating_add(weight);
-        // A window closes at its end with five samples for its mean, or,
-        // short of them, once it is STALE past its end: after a busy spell
-        // timed one request in eight, a quiet instance goes back to timing
-        // every one within a second, not after forty requests.
-        let enough = g.count >= 5;
-        if now < g.window_end || (!enough && now < g.window_end + STALE) {
+        if now < g.window_end {
+            return;
+        }
+        // A window closes at its end once it has five samples for its mean,
+        // however long that takes (a collapsed service finishes few). Short
+        // of them STALE past its end, it stays open but times every request
+        // from then on: after a busy spell timed one in eight, a quiet
+        // instance does not wait forty requests for its next mean.
+        if g.count < 5 {
+            if now >= g.window_end + STALE {
+                self.sample_every.store(1, Ordering::Relaxed);
+            }
             return;
         }
         let busiest = self.busiest.swap(0, Ordering::Relaxed);
-        if enough {
-            self.adapt(&mut g, now, busiest);
-        }
+        self.adapt(&mut g, now, busiest);
         // Time as many requests as keep SAMPLES_PER_WINDOW next window, if
         // it is as busy as this one: a power of two, so that picking one is
         // a mask.
@@ -1013,17 +1017,29 @@ mod tests {
         window(5, 2);
         assert_eq!(l.sample_every.load(Ordering::Relaxed), 1);
         assert_eq!(timed(10), 10);
-        // A busy spell, then quiet: one timed request, past the stale
-        // window's grace, closes it without moving the limit, and every
-        // request is timed again.
+        // A busy spell, then quiet: a timed request a second past the end
+        // of a window short of samples makes every request timed again,
+        // and the window stays open for the mean it lacks.
         window(1000, 1);
         assert_eq!(l.sample_every.load(Ordering::Relaxed), MAX_SAMPLE_EVERY);
         let limit = l.limit();
         let now = Instant::now();
-        l.gradient.lock().unwrap().window_end = now - STALE;
+        {
+            let mut g = l.gradient.lock().unwrap();
+            g.window_start = now - Duration::from_secs(10);
+            g.window_end = now - STALE;
+        }
         l.sample(now, Duration::from_secs(5), 1, MAX_SAMPLE_EVERY);
         assert_eq!(l.sample_every.load(Ordering::Relaxed), 1);
+        assert_eq!(l.gradient.lock().unwrap().count, 1, "still open");
         assert_eq!(l.limit(), limit, "one sample is no mean");
+        // Its fifth sample closes it: 5 s a request, far past the floor
+        // and the baseline, over ten seconds; the limit halves.
+        for _ in 0..4 {
+            l.sample(now, Duration::from_secs(5), 1, 1);
+        }
+        assert_eq!(l.gradient.lock().unwrap().count, 0, "closed");
+        assert_eq!(l.limit(), limit / 2);
         // A fixed limit times nothing.
         let fixed = Limiter::new(Some(8), Duration::from_secs(30));
         assert!((0..10).all(|_| fixed.timing(&tick).is_none()));
