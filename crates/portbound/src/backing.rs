@@ -378,12 +378,12 @@ impl BackingService {
                 .map(|_| start.elapsed())
                 .map_err(|e| format!("{}: {e}", socket.display()));
         }
+        let until = Instant::now() + timeout;
         let path = match &self.health_path {
             Some(path) if self.url().scheme() == "http" => path,
-            _ => return self.connect(timeout).map(|(_, took)| took),
+            _ => return self.connect(until).map(|(_, took)| took),
         };
-        let until = Instant::now() + timeout;
-        let (mut stream, _) = self.connect(timeout)?;
+        let (mut stream, _) = self.connect(until)?;
         let start = Instant::now();
         self.get_health(&mut Deadline::new(&mut stream, until), path, start)
     }
@@ -414,9 +414,11 @@ impl BackingService {
         }
     }
 
-    /// Opens a TCP connection: protocol-neutral, so it works for a
-    /// database or a cache alike.
-    pub(crate) fn connect(&self, timeout: Duration) -> Result<(TcpStream, Duration), String> {
+    /// Opens a TCP connection by `until`, trying each address the name
+    /// resolves to in the time left (the lookup itself is the system's,
+    /// unbounded here): protocol-neutral, so it works for a database or a
+    /// cache alike.
+    pub(crate) fn connect(&self, until: Instant) -> Result<(TcpStream, Duration), String> {
         let start = Instant::now();
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
@@ -424,7 +426,11 @@ impl BackingService {
             .collect();
         let mut last = String::from("no address");
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, timeout) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("{last}; timed out"));
+            }
+            match TcpStream::connect_timeout(&addr, left) {
                 Ok(stream) => return Ok((stream, start.elapsed())),
                 Err(e) => last = e.to_string(),
             }
@@ -457,17 +463,26 @@ impl<'a> Deadline<'a> {
     }
 }
 
+/// A socket's timeout is `WouldBlock` on Unix: the same deadline, said
+/// the same way as [`Deadline::arm`]'s.
+fn timed_out<T>(result: std::io::Result<T>) -> std::io::Result<T> {
+    result.map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => std::io::ErrorKind::TimedOut.into(),
+        _ => e,
+    })
+}
+
 impl std::io::Read for Deadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.arm()?;
-        self.tcp.read(buf)
+        timed_out(self.tcp.read(buf))
     }
 }
 
 impl std::io::Write for Deadline<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.arm()?;
-        self.tcp.write(buf)
+        timed_out(self.tcp.write(buf))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -823,7 +823,7 @@ fn read_upstream_settings(r: &mut Reader<'_>, prefix: &str, svc: &mut BackingSer
         svc.limits.breaker = breaker;
     }
     if let Some(path) = r.parse_opt(&var("_SERVICE_HEALTH_PATH"), |v| {
-        if v == "none" {
+        if v.eq_ignore_ascii_case("none") {
             return Ok(None);
         }
         (v.starts_with('/') && !v.contains(char::is_whitespace))
@@ -895,6 +895,24 @@ mod tests {
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_vars(&Env::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn an_upstreams_health_path_is_a_path_or_none() {
+        let path = |value: Option<&str>| {
+            let mut pairs = vec![("PAY_SERVICE_URL", "https://pay.example")];
+            pairs.extend(value.map(|v| ("PAY_SERVICE_HEALTH_PATH", v)));
+            config(&pairs).map(|c| c.services[0].health_path().map(str::to_owned))
+        };
+        assert_eq!(path(None).unwrap().as_deref(), Some("/healthz"));
+        assert_eq!(path(Some("/ready")).unwrap().as_deref(), Some("/ready"));
+        assert_eq!(path(Some("none")).unwrap(), None);
+        assert_eq!(path(Some("None")).unwrap(), None);
+        let err = path(Some("ready")).unwrap_err().to_string();
+        assert!(
+            err.contains("PAY_SERVICE_HEALTH_PATH") && err.contains("none"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -190,7 +190,7 @@ pub fn https_probe(service: &BackingService) -> Option<crate::backing::ProbeFn> 
         // One deadline for the whole probe: the connect, the handshake's
         // reads and writes, and the GET.
         let until = Instant::now() + timeout;
-        let (mut tcp, _) = service.connect(timeout)?;
+        let (mut tcp, _) = service.connect(until)?;
         let start = Instant::now();
         let mut socket = crate::backing::Deadline::new(&mut tcp, until);
         let mut stream = rustls::Stream::new(&mut tls, &mut socket);
