@@ -25,45 +25,22 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::compose::{Yaml, scalar};
 use common::otlp::{CLIENT, SERVER, receiver};
 use common::postgres::Cluster;
-use common::{Process, eventually, example, get, read_repo_file, request, run_program};
-use serde_norway::Value as Yaml;
+use common::{Process, eventually, example, get, request, run_program};
 
-fn compose() -> Yaml {
-    serde_norway::from_str(&read_repo_file("docker-compose.yml")).expect("docker-compose.yml")
-}
-
-fn scalar(v: &Yaml) -> String {
-    match v {
-        Yaml::String(s) => s.clone(),
-        Yaml::Number(n) => n.to_string(),
-        Yaml::Bool(b) => b.to_string(),
-        other => panic!("not a scalar: {other:?}"),
-    }
-}
-
-/// A service's `environment:` (a map, as docker-compose.yml writes it).
+/// A service's `environment:`.
 fn environment(service: &Yaml) -> Vec<(String, String)> {
-    service["environment"]
-        .as_mapping()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (scalar(k), scalar(v)))
-        .collect()
+    common::compose::env(&service["environment"])
 }
 
 /// The example a service's image holds: its own build's `PORTBOUND_EXAMPLE`, or
 /// that of the service that builds its `image:`.
 fn example_of(compose: &Yaml, service: &Yaml) -> String {
     let image = service["image"].as_str().expect("image");
-    let builder = compose["services"]
-        .as_mapping()
-        .unwrap()
-        .values()
-        .find(|s| s.get("build").is_some() && s["image"].as_str() == Some(image))
+    let args = common::compose::build_args(compose, image)
         .unwrap_or_else(|| panic!("no service builds {image}"));
-    let args = &builder["build"]["args"];
     let example = scalar(&args["PORTBOUND_EXAMPLE"]);
     let features = args["PORTBOUND_FEATURES"].as_str().unwrap_or("");
     // .ci/run builds each example with its image's features exactly.
@@ -140,7 +117,7 @@ fn healthcheck(
 #[test]
 #[ignore = "needs PostgreSQL (apt-get install postgresql) and the examples built with --features postgres,upstreams,otel: run by .ci/run"]
 fn compose_api_calls_its_auth_with_one_request_id_and_one_trace() {
-    let compose = compose();
+    let compose = common::compose::file();
     let services = &compose["services"];
     let (api, auth, migrate) = (&services["api"], &services["auth"], &services["migrate"]);
     assert_eq!(example_of(&compose, api), "notes");

@@ -430,19 +430,9 @@ fn play_context(dir: &Path) -> (PathBuf, BTreeSet<String>) {
 #[test]
 #[ignore = "needs crates.io and a release build of the image's stages: run by .ci/run"]
 fn the_dockerfile_played_with_composes_build_args_builds_that_example() {
-    let compose: serde_norway::Value =
-        serde_norway::from_str(&read_repo_file("docker-compose.yml")).unwrap();
-    let args: Vec<(String, String)> = compose["services"]["auth"]["build"]["args"]
-        .as_mapping()
-        .expect("auth's build args")
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().unwrap().to_owned(),
-                v.as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let compose = common::compose::file();
+    // `args:` is a map of NAME: value, as `environment:` is.
+    let args = common::compose::env(&compose["services"]["auth"]["build"]["args"]);
     assert!(
         args.iter()
             .any(|(k, v)| k == "PORTBOUND_EXAMPLE" && v == "auth"),

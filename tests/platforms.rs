@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use portbound::config::{Config, Env, VARIABLES};
 use serde_json::Value as Json;
-use serde_norway::Value as Yaml;
 
+use common::compose::{Yaml, scalar};
 use common::dockerfile::{Dockerfile, Stage, command_line, exec_form};
 use common::nginx::{nginx_conf, start_nginx};
 use common::{DEADLINE, Process, Response, run_binary, scratch_dir, slow_request, spawn_binary_in};
@@ -66,16 +66,6 @@ fn yaml_docs(path: &str) -> Vec<Yaml> {
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}")))
         .collect()
-}
-
-/// A YAML scalar as the string a process would see in its environment.
-fn scalar(v: &Yaml) -> String {
-    match v {
-        Yaml::String(s) => s.clone(),
-        Yaml::Number(n) => n.to_string(),
-        Yaml::Bool(b) => b.to_string(),
-        other => panic!("not a scalar: {other:?}"),
-    }
 }
 
 /// `[{name|key: N, value: V}, ...]`, the env list of Kubernetes, Cloud Run
@@ -1293,16 +1283,6 @@ struct ComposeService {
     example: Option<String>,
 }
 
-/// The `PORTBOUND_EXAMPLE` build argument of the service that builds `image`.
-fn compose_example(compose: &Yaml, image: &str) -> Option<String> {
-    compose["services"]
-        .as_mapping()?
-        .values()
-        .find(|s| s.get("build").is_some() && s["image"].as_str() == Some(image))
-        .and_then(|s| s["build"]["args"]["PORTBOUND_EXAMPLE"].as_str())
-        .map(str::to_owned)
-}
-
 fn compose_portbound_services() -> Vec<ComposeService> {
     let compose = yaml("docker-compose.yml");
     let services = compose["services"].as_mapping().expect("services");
@@ -1319,28 +1299,14 @@ fn compose_portbound_services() -> Vec<ComposeService> {
         .map(|(name, spec)| ComposeService {
             name: scalar(name),
             spec: spec.clone(),
-            env: compose_env(&spec["environment"]),
+            env: common::compose::env(&spec["environment"]),
             example: spec["image"]
                 .as_str()
-                .and_then(|image| compose_example(&compose, image)),
+                .and_then(|image| common::compose::build_args(&compose, image))
+                .and_then(|args| args["PORTBOUND_EXAMPLE"].as_str())
+                .map(str::to_owned),
         })
         .collect()
-}
-
-/// `environment:` as a map or as a list of `NAME=value`.
-fn compose_env(environment: &Yaml) -> Vec<(String, String)> {
-    match environment {
-        Yaml::Mapping(map) => map.iter().map(|(k, v)| (scalar(k), scalar(v))).collect(),
-        Yaml::Sequence(list) => list
-            .iter()
-            .map(|item| {
-                let item = scalar(item);
-                let (k, v) = item.split_once('=').unwrap_or((&item, ""));
-                (k.to_owned(), v.to_owned())
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// (host, container) of a `ports:` entry like `8080:5000` or

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod compose;
 pub mod dockerfile;
 pub mod nginx;
 pub mod otlp;
