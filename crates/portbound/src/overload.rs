@@ -25,9 +25,10 @@
 //! - **Timed by sampling.** A busy instance times one request in every
 //!   2, 4 or 8 (as many as keep [`SAMPLES_PER_WINDOW`] a window), a quiet
 //!   one every request (from the first timed request a second past a
-//!   window's end that lacks samples): the mean of a sample is the mean, and a request that is not timed costs two atomic
-//!   operations and no clock read. The most requests running at once is
-//!   noted on every release. A fixed limit times nothing.
+//!   window's end that lacks samples): the mean of a sample is the mean,
+//!   and a request that is not timed costs two atomic operations and no
+//!   clock read. The most requests running at once is noted on every
+//!   release. A fixed limit times nothing.
 //! - **A body is read first.** A request with a body that fits
 //!   `MAX_BODY_BYTES` is read whole before it takes a slot, so a client
 //!   that uploads slowly holds memory it is allowed, not capacity every

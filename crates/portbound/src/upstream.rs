@@ -166,7 +166,7 @@ fn tls() -> Option<Arc<rustls::ClientConfig>> {
 /// calls are (the same roots, `SSL_CERT_FILE` included), offering HTTP/1.1
 /// only. A certificate that does not verify is down, as its calls would
 /// fail. `None` for any other service. Blocking: it runs on the probes'
-/// own thread, with their timeout on each read and write.
+/// own thread, under one deadline (`backing::Deadline`).
 pub fn https_probe(service: &BackingService) -> Option<crate::backing::ProbeFn> {
     let url = service.url();
     let path = service.health_path()?.to_owned();
@@ -174,19 +174,20 @@ pub fn https_probe(service: &BackingService) -> Option<crate::backing::ProbeFn> 
         return None;
     }
     let host = url.host_str()?.trim_matches(['[', ']']).to_owned();
-    let service = service.clone();
-    // Built once: the calls' TLS, offering HTTP/1.1 only.
+    // Built once: the name the certificate must carry, and the calls' TLS
+    // offering HTTP/1.1 only.
+    let name =
+        rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"));
     let config = tls().map(|c| {
         let mut c = (*c).clone();
         c.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(c)
     });
+    let service = service.clone();
     Some(Arc::new(move |timeout: Duration| {
         let config = config.clone().ok_or("TLS cannot be set up")?;
-        let name = rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| format!("{host}: {e}"))?;
-        let mut tls =
-            rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
+        let mut tls = rustls::ClientConnection::new(config, name.clone()?)
+            .map_err(|e| format!("TLS: {e}"))?;
         // One deadline for the whole probe: the connect, the handshake's
         // reads and writes, and the GET.
         let until = Instant::now() + timeout;

@@ -227,8 +227,8 @@ pub fn settings(
             }
         }
     }
-    // The SDK's own default (OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT in
-    // opentelemetry_sdk's trace/span_processor.rs), which the runtime
+    // The SDK's own default (OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, 2,048, in
+    // src/trace/span_processor.rs of opentelemetry_sdk 0.33.1), which the runtime
     // enforces in front of its queue.
     let mut queue = opentelemetry_sdk::trace::OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT;
     if let Some(n) = get("OTEL_BSP_MAX_QUEUE_SIZE") {
